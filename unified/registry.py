@@ -1,0 +1,126 @@
+"""Small typed registries, one per real extension point.
+
+A registry maps a name to an object (a class or a factory). Registration is explicit, by decorator,
+in the module that defines the object. A failed lookup lists what is registered, suggests the closest
+name and says which module registered each entry, so "X is not in the registry" never leaves a user
+guessing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class RegistryError(KeyError):
+    """Raised when a name is missing from a registry or registered twice."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class Registry(Generic[T]):
+    """A named mapping from string keys to registered objects.
+
+    Args:
+        kind: What the registry holds, used in error messages ("task", "block", ...).
+        default_modules: Modules imported lazily before the first lookup, so the built-in entries are
+            present without an import-order dance in user code.
+    """
+
+    def __init__(self, kind: str, default_modules: tuple[str, ...] = ()) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+        self._origins: dict[str, str] = {}
+        self._default_modules = default_modules
+        self._defaults_loaded = False
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator registering an object under ``name`` (default: its ``__name__``)."""
+
+        def decorator(obj: T) -> T:
+            self.add(name or obj.__name__, obj)  # type: ignore[attr-defined]
+            return obj
+
+        return decorator
+
+    def add(self, name: str, obj: T) -> None:
+        """Register ``obj`` under ``name``; a second, different object under the same name is an error."""
+        origin = getattr(obj, "__module__", "?")
+        if name in self._entries and self._entries[name] is not obj:
+            raise RegistryError(
+                f"{self.kind} {name!r} is already registered by {self._origins[name]}; "
+                f"{origin} tried to register it again"
+            )
+        self._entries[name] = obj
+        self._origins[name] = origin
+
+    def _load_defaults(self) -> None:
+        if not self._defaults_loaded:
+            self._defaults_loaded = True
+            for module in self._default_modules:
+                importlib.import_module(module)
+
+    def get(self, name: str) -> T:
+        """Return the object registered under ``name``.
+
+        Raises:
+            RegistryError: naming what is registered, the closest match and where entries come from.
+        """
+        self._load_defaults()
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise RegistryError(self._missing_message(name)) from None
+
+    def _missing_message(self, name: str) -> str:
+        known = sorted(self._entries)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        listing = ", ".join(f"{k} ({self._origins[k]})" for k in known) or "nothing"
+        return (
+            f"unknown {self.kind} {name!r}.{hint} Registered {self.kind}s: {listing}. "
+            f"A {self.kind} from your own module is enabled by importing that module first "
+            f"(for tasks: list its import path under `plugins:` in the experiment config)."
+        )
+
+    def origin(self, name: str) -> str:
+        """The module that registered ``name``."""
+        self.get(name)
+        return self._origins[name]
+
+    def names(self) -> list[str]:
+        """All registered names, sorted."""
+        self._load_defaults()
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        self._load_defaults()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        self._load_defaults()
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
+
+
+def import_plugins(paths: list[str] | tuple[str, ...]) -> None:
+    """Import user plugin modules by dotted path so their ``@register`` decorators run.
+
+    Raises:
+        ImportError: naming the plugin path that failed and why.
+    """
+    for path in paths:
+        try:
+            importlib.import_module(path)
+        except ImportError as exc:
+            raise ImportError(f"cannot import plugin module {path!r} (listed under `plugins:`): {exc}") from exc
