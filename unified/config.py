@@ -147,9 +147,7 @@ def _convert(value: Any, tp: Any, key: str, source: str | None, lines: Mapping[s
                 return _convert(value, option, key, source, lines)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(
-            f"{_where(source, key, lines)}: {value!r} is not a valid {_type_name(tp)}"
-        )
+        raise ConfigError(f"{_where(source, key, lines)}: {value!r} is not a valid {_type_name(tp)}")
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:

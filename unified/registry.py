@@ -123,4 +123,6 @@ def import_plugins(paths: list[str] | tuple[str, ...]) -> None:
         try:
             importlib.import_module(path)
         except ImportError as exc:
-            raise ImportError(f"cannot import plugin module {path!r} (listed under `plugins:`): {exc}") from exc
+            raise ImportError(
+                f"cannot import plugin module {path!r} (listed under `plugins:`): {exc}"
+            ) from exc

@@ -92,7 +92,9 @@ class Task(ABC):
         self.requirements = requirements
 
     @abstractmethod
-    def build_head(self, feature_shapes: Sequence[FeatureShape], bank: nn.Module, model_cfg: Any) -> nn.Module:
+    def build_head(
+        self, feature_shapes: Sequence[FeatureShape], bank: nn.Module, model_cfg: Any
+    ) -> nn.Module:
         """Build this task's head from the body's output shapes and the shared implicit bank."""
 
     @abstractmethod
@@ -108,7 +110,10 @@ class Task(ABC):
 
     @abstractmethod
     def postprocess(
-        self, outputs: dict[str, Any], predictions: dict[str, list[dict[str, Any]]], meta: list[dict[str, Any]]
+        self,
+        outputs: dict[str, Any],
+        predictions: dict[str, list[dict[str, Any]]],
+        meta: list[dict[str, Any]],
     ) -> list[dict[str, Any]]:
         """Per-image predictions; ``predictions`` already holds those of the required tasks."""
 
@@ -151,7 +156,9 @@ def resolve_tasks(names: Sequence[str]) -> list[str]:
     return ordered
 
 
-def task_config_from(task_cls: type[Task], data: dict[str, Any] | None, source: str | None = None) -> TaskConfig:
+def task_config_from(
+    task_cls: type[Task], data: dict[str, Any] | None, source: str | None = None
+) -> TaskConfig:
     """Validate one task's config section against its dataclass."""
     from unified.config import from_dict
 

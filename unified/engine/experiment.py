@@ -1,0 +1,167 @@
+"""The experiment config: one YAML file, validated into dataclasses, written into every run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from unified.config import ConfigError, check, load_config
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule; defaults follow the official YOLOR ``hyp.scratch`` files."""
+
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr0: float = 0.01
+    lrf: float = 0.2
+    momentum: float = 0.937
+    weight_decay: float = 0.0005
+    warmup_epochs: float = 3.0
+    warmup_momentum: float = 0.8
+    warmup_bias_lr: float = 0.1
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    nominal_batch_size: int = 64
+    grad_clip: float = 10.0
+    ema: bool = True
+    ema_decay: float = 0.9999
+    ema_ramp: float = 2000.0
+
+    def __post_init__(self) -> None:
+        check(self.lr0 > 0, "optim.lr0", f"must be > 0, got {self.lr0}")
+        check(0 < self.lrf <= 1, "optim.lrf", f"must be in (0, 1], got {self.lrf}")
+        check(self.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
+        check(self.nominal_batch_size >= 1, "optim.nominal_batch_size", "must be >= 1")
+        check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 disables clipping)")
+        check(0 < self.ema_decay < 1, "optim.ema_decay", "must be in (0, 1)")
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation (names and defaults of the official ``hyp.scratch.640.yaml``)."""
+
+    hsv_h: float = 0.015
+    hsv_s: float = 0.7
+    hsv_v: float = 0.4
+    degrees: float = 0.0
+    translate: float = 0.1
+    scale: float = 0.5
+    shear: float = 0.0
+    fliplr: float = 0.5
+    mosaic: float = 1.0
+
+
+@dataclass
+class BalancerConfig:
+    """How task losses are combined: a registered balancer, fixed starting weights and its options."""
+
+    name: str = "fixed"
+    weights: dict[str, float] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    interval: int = 1
+    conf_thres: float = 0.001
+    iou_thres: float = 0.65
+    max_det: int = 300
+    batch_size: int = 0  # 0: twice the training batch per rank
+
+    def __post_init__(self) -> None:
+        check(self.interval >= 0, "eval.interval", "must be >= 0 (0: only after the last epoch)")
+        check(0 <= self.conf_thres < 1, "eval.conf_thres", "must be in [0, 1)")
+        check(0 < self.iou_thres <= 1, "eval.iou_thres", "must be in (0, 1]")
+
+
+@dataclass
+class SyntheticConfig:
+    """Generate the built-in synthetic world into ``out`` (cached) before training."""
+
+    out: str = "data/synthetic"
+    images: int = 800
+    sequences: int = 4
+    frames: int = 60
+    size: int = 320
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 16
+    img_size: int = 640
+    workers: int = 2
+    seed: int = 0
+    deterministic: bool = False
+    device: str = ""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = False
+    sync_bn: bool = False
+    time_budget_min: float = 0.0  # 0: no budget; otherwise stop after the epoch that would overrun it
+    max_nonfinite_steps: int = 10
+    skip_invalid: bool = False
+    weights: str = ""
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
+        check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
+        check(
+            self.img_size >= 32 and self.img_size % 32 == 0,
+            "train.img_size",
+            "must be a multiple of 32, >= 32",
+        )
+        check(self.workers >= 0, "train.workers", "must be >= 0")
+        check(self.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", "must be >= 1")
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything a run needs; the resolved copy is written to ``RUN/config.yaml``."""
+
+    model: str = "configs/models/yolor-p6-paper.yaml"
+    data: str = ""
+    tasks: list[str] = field(default_factory=lambda: ["detect"])
+    task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plugins: list[str] = field(default_factory=list)
+    implicit_share: dict[str, str] = field(default_factory=dict)
+    balancer: BalancerConfig = field(default_factory=BalancerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    synthetic: SyntheticConfig | None = None
+    project: str = "runs/train"
+    name: str = "exp"
+    exist_ok: bool = False
+
+    def __post_init__(self) -> None:
+        check(len(self.tasks) > 0, "tasks", "at least one task must be enabled")
+        check(len(set(self.tasks)) == len(self.tasks), "tasks", f"duplicate task names in {self.tasks}")
+
+
+def load_experiment(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Load an experiment YAML (or the defaults when ``path`` is None) with ``key=value`` overrides.
+
+    Relative ``model``/``data`` paths in the file are taken as relative to the working directory.
+
+    Raises:
+        ConfigError: naming the file, line and key.
+    """
+    if path is None:
+        return load_config(ExperimentConfig, data={}, overrides=overrides)
+    return load_config(ExperimentConfig, path, overrides=overrides)
+
+
+__all__ = [
+    "AugmentConfig",
+    "BalancerConfig",
+    "ConfigError",
+    "EvalConfig",
+    "ExperimentConfig",
+    "OptimConfig",
+    "SyntheticConfig",
+    "TrainConfig",
+    "load_experiment",
+]
