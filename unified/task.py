@@ -121,6 +121,10 @@ class Task(ABC):
     def make_evaluator(self) -> Evaluator:
         """A fresh evaluator for this task's metrics."""
 
+    def fitness(self, metrics: dict[str, float]) -> float:
+        """One number to rank checkpoints by (higher is better); default: the first metric reported."""
+        return float(next(iter(metrics.values()), 0.0))
+
     def label_mask(self, batch: dict[str, Any]) -> torch.Tensor:
         """Images of the batch that carry every label kind this task needs."""
         masks = batch["label_mask"]

@@ -63,16 +63,14 @@ class BalancerConfig:
 
 @dataclass
 class EvalConfig:
-    interval: int = 1
-    conf_thres: float = 0.001
-    iou_thres: float = 0.65
-    max_det: int = 300
+    """When to evaluate during training (thresholds belong to each task's options)."""
+
+    interval: int = 1  # epochs between evaluations; 0: only after the last epoch
     batch_size: int = 0  # 0: twice the training batch per rank
 
     def __post_init__(self) -> None:
         check(self.interval >= 0, "eval.interval", "must be >= 0 (0: only after the last epoch)")
-        check(0 <= self.conf_thres < 1, "eval.conf_thres", "must be in [0, 1)")
-        check(0 < self.iou_thres <= 1, "eval.iou_thres", "must be in (0, 1]")
+        check(self.batch_size >= 0, "eval.batch_size", "must be >= 0")
 
 
 @dataclass

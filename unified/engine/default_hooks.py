@@ -1,0 +1,200 @@
+"""The built-in hooks: evaluation, checkpoints, logging (tqdm, TensorBoard, results.csv), time budget."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unified.config import to_dict
+from unified.engine.checkpoint import FORMAT, VERSION, save_atomic
+from unified.engine.distributed import barrier, broadcast_object
+from unified.engine.evaluate import run_evaluation
+from unified.engine.hooks import HOOKS, Hook
+
+if TYPE_CHECKING:
+    from unified.engine.trainer import Trainer
+
+
+def _last_epoch(trainer: Trainer) -> bool:
+    return trainer.state.epoch + 1 >= trainer.cfg.train.epochs or trainer.state.stop
+
+
+@HOOKS.register("evaluation")
+class EvaluationHook(Hook):
+    """Evaluates the EMA model on the validation loader every ``eval.interval`` epochs and at the end.
+
+    Only rank 0 evaluates (over the whole split); the other ranks wait at a barrier.
+    """
+
+    def __init__(self, val_loader: Any) -> None:
+        self.val_loader = val_loader
+
+    def after_step(self, trainer: Trainer) -> None:
+        s = trainer.state
+        if not s.end_of_epoch:
+            return
+        interval = trainer.cfg.eval.interval
+        due = (interval > 0 and (s.epoch + 1) % interval == 0) or _last_epoch(trainer)
+        if not due:
+            return
+        if trainer.dist.is_main and self.val_loader is not None:
+            model = trainer.eval_model()
+            s.metrics = run_evaluation(model, self.val_loader, trainer.device, trainer.autocast())
+            scores = [model.tasks[name].fitness(m) for name, m in s.metrics.items()]
+            s.fitness = sum(scores) / len(scores) if scores else -math.inf
+        barrier()
+
+
+def checkpoint_payload(trainer: Trainer, run_meta: dict[str, Any]) -> dict[str, Any]:
+    """Everything needed to resume exactly or to rebuild the model, as tensors and plain data."""
+    state = trainer.state_dict()
+    # Written at the end of an epoch: the next run starts with the following epoch and iteration.
+    state["epoch"] += 1
+    state["iteration"] += 1
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        **state,
+        "experiment": to_dict(trainer.cfg),
+        "metrics": trainer.state.metrics,
+        "fitness": trainer.state.fitness,
+        **run_meta,
+    }
+
+
+@HOOKS.register("checkpoint")
+class CheckpointHook(Hook):
+    """Writes ``weights/last.pt`` every epoch and ``weights/best.pt`` when fitness improves (rank 0 only)."""
+
+    def __init__(self, run_dir: Path, run_meta: dict[str, Any]) -> None:
+        self.weights_dir = Path(run_dir) / "weights"
+        self.run_meta = run_meta
+
+    def after_step(self, trainer: Trainer) -> None:
+        s = trainer.state
+        if not s.end_of_epoch or not trainer.dist.is_main:
+            return
+        improved = s.fitness > s.best_fitness
+        if improved:
+            s.best_fitness = s.fitness
+        payload = checkpoint_payload(trainer, self.run_meta)
+        save_atomic(payload, self.weights_dir / "last.pt")
+        if improved or not (self.weights_dir / "best.pt").exists():
+            save_atomic(payload, self.weights_dir / "best.pt")
+
+
+@HOOKS.register("logger")
+class LoggerHook(Hook):
+    """tqdm progress with per-task losses, TensorBoard scalars every step, ``results.csv`` every epoch."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, progress: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.use_tensorboard = tensorboard
+        self.progress = progress
+        self.writer = None
+        self.bar = None
+
+    def before_train(self, trainer: Trainer) -> None:
+        if not trainer.dist.is_main:
+            return
+        if self.use_tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir))
+
+    def before_step(self, trainer: Trainer) -> None:
+        s = trainer.state
+        if trainer.dist.is_main and self.progress and s.epoch_iteration == 0:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=s.batches_per_epoch, desc=f"epoch {s.epoch + 1}/{trainer.cfg.train.epochs}")
+
+    def after_step(self, trainer: Trainer) -> None:
+        if not trainer.dist.is_main:
+            return
+        s = trainer.state
+        if self.writer is not None:
+            for key, value in s.step_logs.items():
+                self.writer.add_scalar(f"train/{key}", value, s.iteration)
+            self.writer.add_scalar("train/lr", trainer.optimizer.param_groups[0]["lr"], s.iteration)
+        if self.bar is not None:
+            self.bar.set_postfix(
+                {k.partition("/")[0]: f"{v:.3f}" for k, v in s.step_logs.items() if k.endswith("/total")}
+            )
+            self.bar.update(1)
+        if s.end_of_epoch:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            self._write_epoch(trainer)
+
+    def _write_epoch(self, trainer: Trainer) -> None:
+        s = trainer.state
+        row: dict[str, Any] = {"epoch": s.epoch + 1, "lr": trainer.optimizer.param_groups[0]["lr"]}
+        row.update({f"loss/{k}": v for k, v in s.epoch_means().items() if not k.startswith("weight/")})
+        row.update({k: v for k, v in s.epoch_means().items() if k.startswith("weight/")})
+        metrics_epoch = s.metrics if s.metrics else {}
+        for task, metrics in metrics_epoch.items():
+            row.update({f"{task}/{k}": v for k, v in metrics.items()})
+        row["skipped_steps"] = s.skipped_steps
+        path = self.run_dir / "results.csv"
+        existing: list[dict[str, Any]] = []
+        if path.exists():
+            with path.open() as handle:
+                existing = list(csv.DictReader(handle))
+        fields = list(dict.fromkeys([*(existing[0].keys() if existing else []), *row.keys()]))
+        tmp = path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            for old in existing:
+                writer.writerow(old)
+            writer.writerow(row)
+        tmp.replace(path)
+        if self.writer is not None:
+            for task, metrics in metrics_epoch.items():
+                for key, value in metrics.items():
+                    if isinstance(value, (int, float)):
+                        self.writer.add_scalar(f"val/{task}/{key}", value, s.epoch + 1)
+            self.writer.flush()
+
+    def after_train(self, trainer: Trainer) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        if trainer.dist.is_main and trainer.state.metrics:
+            (self.run_dir / "metrics.json").write_text(json.dumps(trainer.state.metrics, indent=2))
+
+
+@HOOKS.register("time_budget")
+class TimeBudgetHook(Hook):
+    """Stops after the epoch that leaves too little of ``train.time_budget_min`` for another one."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = minutes * 60.0
+        self.start = time.monotonic()
+        self.epoch_start = self.start
+
+    def before_train(self, trainer: Trainer) -> None:
+        self.start = self.epoch_start = time.monotonic()
+
+    def after_step(self, trainer: Trainer) -> None:
+        if not trainer.state.end_of_epoch or self.seconds <= 0:
+            return
+        now = time.monotonic()
+        epoch_time = now - self.epoch_start
+        self.epoch_start = now
+        stop = now - self.start + epoch_time > self.seconds and not _last_epoch(trainer)
+        # Ranks measure time separately: rank 0 decides for all, or the group would hang.
+        if bool(broadcast_object(stop)):
+            trainer.state.stop = True
+            if trainer.dist.is_main:
+                print(
+                    f"time budget of {self.seconds / 60:.1f} min reached after epoch {trainer.state.epoch + 1}: "
+                    "stopping (the final evaluation still runs)"
+                )

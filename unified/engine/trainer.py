@@ -1,0 +1,495 @@
+"""The joint trainer: forward once, every task's losses, a balancer, backward, optimiser step.
+
+The trainer knows nothing about any task or balancer: tasks return named loss terms, the balancer turns
+their per-task sums into one scalar (and back-propagates it), and hooks do logging, evaluation,
+checkpointing and EMA at five fixed stages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from unified.engine.balancers import Balancer
+from unified.engine.distributed import DistInfo, all_reduce_sum
+from unified.engine.experiment import ExperimentConfig
+from unified.engine.hooks import Hook
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many steps in a row had a NaN or Inf loss or gradient."""
+
+
+@dataclass
+class TrainState:
+    """Everything about the run's progress that hooks read and checkpoints keep."""
+
+    epoch: int = 0
+    iteration: int = 0
+    epoch_iteration: int = 0
+    batches_per_epoch: int = 0
+    optimizer_steps: int = 0
+    end_of_epoch: bool = False
+    best_fitness: float = -math.inf
+    fitness: float = -math.inf
+    nonfinite_in_row: int = 0
+    skipped_steps: int = 0
+    stop: bool = False
+    step_logs: dict[str, float] = field(default_factory=dict)
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+    epoch_count: int = 0
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+
+    def epoch_means(self) -> dict[str, float]:
+        return {k: v / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
+
+
+def to_float_images(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """Move a batch of uint8 (0–255) or float (0–1) images to ``device`` as float in [0, 1]."""
+    images = images.to(device, non_blocking=True)
+    images = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and torch; in deterministic mode also ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bfloat16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision setting (None: full fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ValueError("train.precision=fp16 needs CUDA; on CPU use bf16 or fp32")
+        return torch.float16
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class TrainingModule(nn.Module):
+    """What DistributedDataParallel wraps: the model and the balancer, so learnable loss weights sync."""
+
+    def __init__(self, model: nn.Module, balancer: Balancer) -> None:
+        super().__init__()
+        self.model = model
+        self.balancer = balancer
+
+    def forward(
+        self, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+        outputs = self.model(batch["images"])
+        context: dict[str, Any] = {}
+        terms: dict[str, dict[str, torch.Tensor]] = {}
+        task_totals: dict[str, torch.Tensor] = {}
+        for name, task in self.model.tasks.items():
+            task_terms = task.loss(outputs, batch, context)
+            if not task_terms:
+                raise RuntimeError(f"task {name!r} returned no loss terms")
+            terms[name] = {k: v.float() for k, v in task_terms.items()}
+            task_totals[name] = torch.stack(list(terms[name].values())).sum()
+        total = self.balancer(task_totals)
+        return total, task_totals, terms
+
+
+class ModelEMA:
+    """Exponential moving average of the model weights (decay ramps up over the first updates)."""
+
+    def __init__(
+        self, model: nn.Module, decay: float = 0.9999, ramp: float = 2000.0, updates: int = 0
+    ) -> None:
+        self.ema = copy.deepcopy(model).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+        self.ramp = ramp
+        self.updates = updates
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.ramp))
+        source = model.state_dict()
+        for name, value in self.ema.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.mul_(d).add_(source[name].detach(), alpha=1 - d)
+            else:
+                value.copy_(source[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.ema.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ema.load_state_dict(state["model"])
+        self.updates = int(state["updates"])
+
+
+def parameter_groups(
+    model: nn.Module, no_decay_extra: Iterable[nn.Parameter] = ()
+) -> tuple[list, list, list]:
+    """Split parameters as YOLO trainers do: (no decay: norms and implicit tensors, decay: weights, biases)."""
+    exempt = {id(p) for p in no_decay_extra}
+    bank = getattr(model, "bank", None)
+    if bank is not None:
+        exempt |= {id(p) for p in bank.parameters()}
+    no_decay, decay, biases = [], [], []
+    seen: set[int] = set()
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if id(p) in seen or not p.requires_grad:
+                continue
+            seen.add(id(p))
+            if id(p) in exempt:
+                no_decay.append(p)
+            elif pname == "bias":
+                biases.append(p)
+            elif p.ndim > 1:
+                decay.append(p)
+            else:
+                no_decay.append(p)
+    return no_decay, decay, biases
+
+
+class Trainer:
+    """Runs the joint training loop.
+
+    Args:
+        cfg: The resolved experiment config.
+        model: A ``UnifiedModel`` (its ``tasks`` give the losses).
+        balancer: Combines per-task losses.
+        train_loader: Yields batches in the format of ``docs/ARCHITECTURE.md``; its ``sampler`` may have
+            ``set_epoch``.
+        device: This rank's device.
+        dist_info: Rank and world size.
+        hooks: Called at the five stages, in order.
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        model: nn.Module,
+        balancer: Balancer,
+        train_loader: Any,
+        device: torch.device,
+        dist_info: DistInfo | None = None,
+        hooks: Sequence[Hook] = (),
+    ) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.dist = dist_info or DistInfo()
+        self.model = model.to(device)
+        if cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.balancer = balancer.to(device)
+        shared = list(self.model.body.parameters())
+        self.balancer.bind(shared, list(self.model.parameters()))
+        self.module = TrainingModule(self.model, self.balancer)
+        if self.dist.enabled:
+            if self.balancer.needs_task_gradients:
+                warnings.warn(
+                    f"balancer {cfg.balancer.name!r} back-propagates every task separately and all-reduces the "
+                    "projected gradients itself (see its docstring): DDP's gradient hooks are not used",
+                    stacklevel=2,
+                )
+            self.wrapped: nn.Module = nn.parallel.DistributedDataParallel(
+                self.module,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=False,
+            )
+        else:
+            self.wrapped = self.module
+        self.train_loader = train_loader
+        self.hooks = list(hooks)
+        self.state = TrainState()
+        self.autocast_dtype = resolve_precision(cfg.train.precision, device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype is torch.float16)
+        self.world_batch = cfg.train.batch_size
+        self.accumulate = max(round(cfg.optim.nominal_batch_size / self.world_batch), 1)
+        self.optimizer = self._build_optimizer()
+        self.ema = (
+            ModelEMA(self.model, cfg.optim.ema_decay, cfg.optim.ema_ramp)
+            if cfg.optim.ema and self.dist.is_main
+            else None
+        )
+        self.last_batch_terms: dict[str, dict[str, float]] = {}
+
+    # ----------------------------------------------------------------------------------------- setup
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        no_decay, decay, biases = parameter_groups(self.model, self.balancer.decay_exempt())
+        no_decay += [p for p in self.balancer.parameters() if p.requires_grad]
+        weight_decay = o.weight_decay * self.world_batch * self.accumulate / o.nominal_batch_size
+        if o.optimizer == "sgd":
+            optimizer = torch.optim.SGD(no_decay, lr=o.lr0, momentum=o.momentum, nesterov=True)
+        elif o.optimizer == "adam":
+            optimizer = torch.optim.Adam(no_decay, lr=o.lr0, betas=(o.momentum, 0.999))
+        else:
+            optimizer = torch.optim.AdamW(no_decay, lr=o.lr0, betas=(o.momentum, 0.999), weight_decay=0.0)
+        optimizer.add_param_group({"params": decay, "weight_decay": weight_decay})
+        optimizer.add_param_group({"params": biases, "weight_decay": 0.0, "is_bias": True})
+        for group in optimizer.param_groups:
+            group["initial_lr"] = o.lr0
+        return optimizer
+
+    def lr_factor(self, epoch: float) -> float:
+        """Schedule multiplier of ``lr0`` at a (fractional) epoch."""
+        o, n = self.cfg.optim, self.cfg.train.epochs
+        if o.schedule == "cosine":
+            return ((1 - math.cos(epoch * math.pi / n)) / 2) * (o.lrf - 1) + 1
+        if o.schedule == "linear":
+            return (1 - epoch / n) * (1.0 - o.lrf) + o.lrf
+        return 1.0
+
+    def _apply_schedule(self) -> None:
+        """Warm-up of lr, momentum and bias lr, then the per-epoch schedule (as the official trainer)."""
+        o, s = self.cfg.optim, self.state
+        warmup_iters = round(o.warmup_epochs * s.batches_per_epoch)
+        base = o.lr0 * self.lr_factor(s.epoch)
+        if s.iteration < warmup_iters:
+            x = s.iteration / warmup_iters
+            self.accumulate = max(
+                1, round(1 + x * (self.cfg.optim.nominal_batch_size / self.world_batch - 1))
+            )
+            for group in self.optimizer.param_groups:
+                start = o.warmup_bias_lr if group.get("is_bias") else 0.0
+                group["lr"] = start + x * (base - start)
+                if "momentum" in group:
+                    group["momentum"] = o.warmup_momentum + x * (o.momentum - o.warmup_momentum)
+                elif "betas" in group:
+                    group["betas"] = (
+                        o.warmup_momentum + x * (o.momentum - o.warmup_momentum),
+                        group["betas"][1],
+                    )
+        else:
+            self.accumulate = max(round(o.nominal_batch_size / self.world_batch), 1)
+            for group in self.optimizer.param_groups:
+                group["lr"] = base
+                if "momentum" in group:
+                    group["momentum"] = o.momentum
+
+    # ----------------------------------------------------------------------------------------- loop
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast_context(self.device, self.autocast_dtype)
+
+    def eval_model(self) -> nn.Module:
+        """The model to evaluate and save: the EMA when enabled."""
+        return self.ema.ema if self.ema is not None else self.model
+
+    def train(self) -> TrainState:
+        """Run from ``state.epoch`` to the configured number of epochs (or until a hook sets ``stop``)."""
+        self.state.batches_per_epoch = len(self.train_loader)
+        if self.state.batches_per_epoch == 0:
+            raise RuntimeError("the training loader yields no batches: is the training split empty?")
+        for hook in self.hooks:
+            hook.before_train(self)
+        try:
+            while self.state.epoch < self.cfg.train.epochs and not self.state.stop:
+                self.train_one_epoch()
+        finally:
+            for hook in self.hooks:
+                hook.after_train(self)
+        return self.state
+
+    def train_one_epoch(self) -> None:
+        s = self.state
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(s.epoch)
+        generator = getattr(self.train_loader, "generator", None)
+        if generator is not None:
+            generator.manual_seed(self.cfg.train.seed * 1000003 + s.epoch)
+        s.epoch_iteration, s.epoch_sums, s.epoch_count = 0, {}, 0
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        for batch in self.train_loader:
+            s.end_of_epoch = s.epoch_iteration == s.batches_per_epoch - 1
+            self.run_step(batch)
+            s.iteration += 1
+            s.epoch_iteration += 1
+            if s.stop:
+                break
+        means = s.epoch_means()
+        if all(f"{t}/total" in means for t in self.balancer.tasks):
+            self.balancer.epoch_end({t: means[f"{t}/total"] for t in self.balancer.tasks})
+        s.epoch += 1
+
+    def run_step(self, batch: dict[str, Any]) -> None:
+        s = self.state
+        self._apply_schedule()
+        for hook in self.hooks:
+            hook.before_step(self)
+        batch = dict(batch)
+        batch["images"] = to_float_images(batch["images"], self.device, self.cfg.train.channels_last)
+        batch["targets"] = batch["targets"].to(self.device, non_blocking=True)
+        batch["image_labels"] = batch["image_labels"].to(self.device, non_blocking=True)
+        batch["label_mask"] = {
+            k: v.to(self.device, non_blocking=True) for k, v in batch["label_mask"].items()
+        }
+
+        # A balancer that back-propagates per task reduces gradients itself, so DDP must not expect a backward.
+        no_sync = self.dist.enabled and self.balancer.needs_task_gradients
+        with self.autocast(), self.wrapped.no_sync() if no_sync else contextlib.nullcontext():
+            total, task_totals, terms = self.wrapped(batch)
+        # One host sync per step: the finiteness check and the logged values travel together.
+        names = [(t, k) for t in terms for k in terms[t]]
+        values = torch.stack([terms[t][k].detach() for t, k in names] + [total.detach()])
+        bad = (~torch.isfinite(values)).any().to(torch.float32).reshape(1)
+        if self.dist.enabled:
+            bad = all_reduce_sum(bad)
+        host = values.tolist()
+        if float(bad) > 0:
+            self._skip_step(names, host, "loss")
+            return
+        self.balancer.backward(self.scaler.scale(total) if self.scaler.is_enabled() else total, task_totals)
+        for hook in self.hooks:
+            hook.after_backward(self)
+        if (s.iteration + 1) % self.accumulate == 0 or s.end_of_epoch:
+            if not self._optimizer_step():
+                self._skip_step(names, host, "gradient")
+                return
+        s.nonfinite_in_row = 0
+        logs = {f"{t}/{k}": v for (t, k), v in zip(names, host)}
+        for task in task_totals:
+            logs[f"{task}/total"] = sum(v for (t, _), v in zip(names, host) if t == task)
+        logs["total"] = host[-1]
+        for task, weight in self.balancer.current_weights().items():
+            logs[f"weight/{task}"] = weight
+        s.step_logs = logs
+        for key, value in logs.items():
+            s.epoch_sums[key] = s.epoch_sums.get(key, 0.0) + value
+        s.epoch_count += 1
+        for hook in self.hooks:
+            hook.after_step(self)
+
+    def _optimizer_step(self) -> bool:
+        """Unscale, clip, check gradients, step. Returns False (and drops the gradients) if any is non-finite."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.optim.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        if not torch.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler.is_enabled():
+                self.scaler.update()
+            return False
+        if self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.balancer.after_step()
+        self.state.optimizer_steps += 1
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return True
+
+    def _skip_step(self, names: list[tuple[str, str]], host: list[float], what: str) -> None:
+        s = self.state
+        s.nonfinite_in_row += 1
+        s.skipped_steps += 1
+        culprits = [f"{t}.{k}" for (t, k), v in zip(names, host) if not math.isfinite(v)] or ["(gradient)"]
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.dist.is_main:
+            warnings.warn(
+                f"epoch {s.epoch} iteration {s.iteration}: non-finite {what} in {', '.join(culprits)}; "
+                f"step skipped ({s.nonfinite_in_row} in a row, limit {self.cfg.train.max_nonfinite_steps})",
+                stacklevel=2,
+            )
+        if s.nonfinite_in_row >= self.cfg.train.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"{s.nonfinite_in_row} steps in a row had a non-finite {what} (last: {', '.join(culprits)}); "
+                "stopping. The last good checkpoint (weights/last.pt) is intact. Lower optim.lr0, check the "
+                "data, or try train.precision=fp32."
+            )
+        for hook in self.hooks:
+            hook.after_step(self)
+
+    # ----------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "epoch": s.epoch,
+            "iteration": s.iteration,
+            "optimizer_steps": s.optimizer_steps,
+            "best_fitness": s.best_fitness,
+            "skipped_steps": s.skipped_steps,
+            "model": self.model.state_dict(),
+            "balancer": self.balancer.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "schedule": {"accumulate": self.accumulate},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+                "python": list(random.getstate()[1]),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.balancer.load_state_dict(state["balancer"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        s = self.state
+        s.epoch, s.iteration = int(state["epoch"]), int(state["iteration"])
+        s.optimizer_steps = int(state.get("optimizer_steps", 0))
+        s.best_fitness = float(state["best_fitness"])
+        s.skipped_steps = int(state.get("skipped_steps", 0))
+        self.accumulate = int(state.get("schedule", {}).get("accumulate", self.accumulate))
+        rng = state.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            np_state = list(np.random.get_state())
+            np_state[1] = rng["numpy"].numpy().astype(np.uint32)
+            np.random.set_state(tuple(np_state))
+            py_state = random.getstate()
+            random.setstate((py_state[0], tuple(int(v) for v in rng["python"]), py_state[2]))
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
