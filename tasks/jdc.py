@@ -1,0 +1,132 @@
+"""``jdc``: joint detection and classification (YOLOR's JDC): detection plus image-level multi-label labels.
+
+The classification branch reads every level of the shared multi-scale features. Each level goes through
+its own implicit add (feature alignment), a 1×1 projection and global average pooling; the pooled vectors
+are summed, refined by an implicit add before and an implicit multiply after the linear classifier, as the
+detection head does around its output conv.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unified.config import check
+from unified.evaluation.multilabel import MultiLabelEvaluator
+from unified.task import TASKS, FeatureShape, Task, TaskConfig
+
+
+@dataclass
+class JDCConfig(TaskConfig):
+    hidden: int = 256
+    gain: float = 1.0
+    threshold: float = 0.5
+    implicit_form: str = "vector"
+
+    def __post_init__(self) -> None:
+        check(self.hidden >= 1, "tasks.jdc.hidden", "must be >= 1")
+        check(self.gain > 0, "tasks.jdc.gain", "must be > 0")
+        check(0 < self.threshold < 1, "tasks.jdc.threshold", "must be in (0, 1)")
+        check(
+            self.implicit_form in ("vector", "nn", "mf"),
+            "tasks.jdc.implicit_form",
+            "must be vector, nn or mf",
+        )
+
+
+class ClassificationHead(nn.Module):
+    """Multi-scale image-level classifier with implicit refinement."""
+
+    def __init__(
+        self, feature_shapes: Sequence[FeatureShape], num_labels: int, hidden: int, bank: nn.Module, form: str
+    ):
+        super().__init__()
+        self.align = nn.ModuleList(
+            bank.get(f"jdc.align.{i}", shape.channels, "add", form) for i, shape in enumerate(feature_shapes)
+        )
+        self.project = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(shape.channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU())
+            for shape in feature_shapes
+        )
+        self.implicit_add = bank.get("jdc.ia", hidden, "add", form)
+        self.classifier = nn.Conv2d(hidden, num_labels, 1)
+        self.implicit_mul = bank.get("jdc.im", num_labels, "mul", form)
+        # Start from a low prior (few labels per image) so early BCE gradients are not dominated by negatives.
+        nn.init.constant_(self.classifier.bias, -2.0)
+
+    def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        pooled = sum(
+            project(align(x)).mean(dim=(2, 3), keepdim=True)
+            for x, align, project in zip(features, self.align, self.project)
+        )
+        logits = self.implicit_mul(self.classifier(self.implicit_add(pooled))).flatten(1)
+        out = {"logits": logits}
+        if not self.training:
+            out["scores"] = logits.float().sigmoid()
+        return out
+
+
+class ClassificationEvaluator:
+    def __init__(self, label_names: Sequence[str], threshold: float) -> None:
+        self.inner = MultiLabelEvaluator(label_names, threshold)
+
+    def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
+        scores = torch.stack([p["scores"] for p in predictions["jdc"]]).cpu().numpy()
+        self.inner.update(
+            scores, batch["image_labels"].cpu().numpy(), batch["label_mask"]["image_labels"].cpu().numpy()
+        )
+
+    def compute(self) -> dict[str, float]:
+        return self.inner.compute()
+
+
+@TASKS.register("jdc")
+class JDCTask(Task):
+    """Detection (shared with ``detect``) plus BCE multi-label classification of the whole image."""
+
+    name = "jdc"
+    config_class = JDCConfig
+    requires = ("detect",)
+    label_kinds = ("image_labels",)
+    cfg: JDCConfig
+
+    def build_head(
+        self, feature_shapes: Sequence[FeatureShape], bank: nn.Module, model_cfg: Any
+    ) -> nn.Module:
+        return ClassificationHead(
+            feature_shapes, len(self.info.image_label_names), self.cfg.hidden, bank, self.cfg.implicit_form
+        )
+
+    def loss(
+        self, outputs: dict[str, Any], batch: dict[str, Any], context: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        logits = outputs["jdc"]["logits"].float()
+        mask = self.label_mask(batch).to(logits.dtype)
+        per_image = F.binary_cross_entropy_with_logits(
+            logits, batch["image_labels"].to(logits.dtype), reduction="none"
+        ).mean(1)
+        # Mean over labelled images; with none, an exact zero that still reaches the head's parameters.
+        loss = (per_image * mask).sum() / mask.sum().clamp_min(1.0)
+        return {"cls": loss * self.cfg.gain}
+
+    def postprocess(
+        self,
+        outputs: dict[str, Any],
+        predictions: dict[str, list[dict[str, Any]]],
+        meta: list[dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        scores = outputs["jdc"]["scores"]
+        return [
+            {"scores": s, "labels": (s >= self.cfg.threshold).nonzero().flatten()} for s in scores.float()
+        ]
+
+    def make_evaluator(self) -> ClassificationEvaluator:
+        return ClassificationEvaluator(self.info.image_label_names, self.cfg.threshold)
+
+    def fitness(self, metrics: dict[str, float]) -> float:
+        return float(metrics.get("mAP", 0.0))

@@ -1,0 +1,256 @@
+"""``jde``: joint detection and embedding (JDE, Wang et al. 2020; FairMOT) for multi-object tracking.
+
+An embedding branch per level (its own implicit add before and implicit multiply after its 1×1 output
+conv, like the detection head) gives every cell a D-dimensional appearance vector. Training: the vectors
+at the cells the detection assigner made positive for boxes with an identity are L2-normalised, scaled by
+√2·ln(nID − 1) and classified over the training identities by one linear classifier shared by all levels,
+with cross-entropy that ignores boxes without identity (−1). Post-processing hands each detection its
+embedding; the evaluator runs the tracker over the validation sequences.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+from torchvision.ops import box_iou
+
+from tasks.detect import ground_truth_in_original
+from unified.config import check
+from unified.evaluation.coco import CocoDetectionEvaluator
+from unified.evaluation.embedding import EmbeddingEvaluator
+from unified.evaluation.mot import MotEvaluator
+from unified.task import TASKS, FeatureShape, Task, TaskConfig
+from unified.tracking import JDETracker, TrackerConfig
+
+
+@dataclass
+class JDEConfig(TaskConfig):
+    embedding_dim: int = 128
+    hidden: int = 0  # channels of the 3×3 conv of the branch; 0: the level's own channel count
+    gain: float = 1.0
+    implicit_form: str = "vector"
+    match_iou: float = 0.5
+    tracker: dict[str, Any] = field(default_factory=dict)
+    track_conf: float = 0.4
+
+    def __post_init__(self) -> None:
+        check(self.embedding_dim >= 2, "tasks.jde.embedding_dim", "must be >= 2")
+        check(self.gain > 0, "tasks.jde.gain", "must be > 0")
+        check(
+            self.implicit_form in ("vector", "nn", "mf"),
+            "tasks.jde.implicit_form",
+            "must be vector, nn or mf",
+        )
+        check(0 < self.match_iou < 1, "tasks.jde.match_iou", "must be in (0, 1)")
+
+
+class EmbeddingHead(nn.Module):
+    """Per-level embedding maps plus the identity classifier shared by all levels."""
+
+    def __init__(
+        self,
+        feature_shapes: Sequence[FeatureShape],
+        dim: int,
+        hidden: int,
+        num_identities: int,
+        bank: nn.Module,
+        form: str,
+    ) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList()
+        self.implicit_add = nn.ModuleList()
+        self.outputs = nn.ModuleList()
+        self.implicit_mul = nn.ModuleList()
+        for level, shape in enumerate(feature_shapes):
+            mid = hidden or shape.channels
+            self.branches.append(
+                nn.Sequential(
+                    nn.Conv2d(shape.channels, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.SiLU()
+                )
+            )
+            self.implicit_add.append(bank.get(f"jde.ia.{level}", mid, "add", form))
+            self.outputs.append(nn.Conv2d(mid, dim, 1))
+            self.implicit_mul.append(bank.get(f"jde.im.{level}", dim, "mul", form))
+        self.classifier = nn.Linear(dim, num_identities)
+        self.scale = math.sqrt(2.0) * math.log(num_identities - 1)
+
+    def forward(self, features: list[torch.Tensor]) -> dict[str, Any]:
+        maps = [
+            mul(out(add(branch(x))))
+            for x, branch, add, out, mul in zip(
+                features, self.branches, self.implicit_add, self.outputs, self.implicit_mul
+            )
+        ]
+        return {"embeddings": maps}
+
+
+class JDEEvaluator:
+    """Detection AP50 and embedding TPR@FAR on identity-labelled frames, then MOTA/IDF1 by tracking."""
+
+    def __init__(self, task: JDETask) -> None:
+        self.task = task
+        self.coco = CocoDetectionEvaluator(task.info.class_names)
+        self.embeddings = EmbeddingEvaluator()
+        self.frames: dict[str, list[tuple[int, dict[str, np.ndarray]]]] = defaultdict(list)
+
+    def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
+        mask = batch["label_mask"]["identities"]
+        for i, meta in enumerate(batch["meta"]):
+            if not bool(mask[i]):
+                continue
+            gt_boxes, gt_classes, gt_ids = ground_truth_in_original(batch, i)
+            det = predictions["detect"][i]
+            boxes = det["boxes"].float().cpu()
+            scores = det["scores"].float().cpu().numpy()
+            embeddings = predictions["jde"][i]["embeddings"].float().cpu().numpy()
+            height, width = meta["orig_shape"]
+            self.coco.add_ground_truth(meta["image_id"], gt_boxes, gt_classes, height=height, width=width)
+            self.coco.add_predictions(meta["image_id"], boxes.numpy(), scores, det["classes"].cpu().numpy())
+            confident = scores >= self.task.cfg.track_conf
+            if len(gt_boxes) and confident.any():
+                iou = box_iou(torch.as_tensor(gt_boxes, dtype=torch.float32), boxes[confident]).numpy()
+                rows, cols = linear_sum_assignment(-iou)
+                good = iou[rows, cols] >= self.task.cfg.match_iou
+                keep = np.flatnonzero(confident)[cols[good]]
+                ids = gt_ids[rows[good]]
+                valid = ids >= 0
+                self.embeddings.update(embeddings[keep[valid]], ids[valid])
+            if meta.get("sequence") is not None:
+                self.frames[str(meta["sequence"])].append(
+                    (
+                        int(meta["frame"]),
+                        {
+                            "boxes": boxes.numpy()[confident],
+                            "scores": scores[confident],
+                            "embeddings": embeddings[confident],
+                            "gt_boxes": gt_boxes,
+                            "gt_ids": gt_ids,
+                        },
+                    )
+                )
+
+    def compute(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        detection = self.coco.compute().metrics
+        metrics["AP50"] = detection["AP50"]
+        metrics["AP"] = detection["AP"]
+        metrics.update({k: v for k, v in self.embeddings.compute().items() if k.startswith("TPR@")})
+        if self.frames:
+            mot = MotEvaluator()
+            for sequence, frames in sorted(self.frames.items()):
+                tracker = JDETracker(self.task.tracker_config)
+                for frame, data in sorted(frames, key=lambda item: item[0]):
+                    tracks = tracker.update(data["boxes"], data["scores"], data["embeddings"])
+                    hyp_boxes = np.array([t.box for t in tracks], dtype=np.float64).reshape(-1, 4)
+                    hyp_ids = np.array([t.track_id for t in tracks], dtype=np.int64)
+                    mot.update(sequence, frame, data["gt_boxes"], data["gt_ids"], hyp_boxes, hyp_ids)
+            overall = mot.compute()["OVERALL"]
+            metrics.update(
+                {
+                    "MOTA": overall["mota"],
+                    "IDF1": overall["idf1"],
+                    "IDs": overall["num_switches"],
+                    "MT": overall["mostly_tracked"],
+                    "ML": overall["mostly_lost"],
+                }
+            )
+        return metrics
+
+
+@TASKS.register("jde")
+class JDETask(Task):
+    """Detection (shared with ``detect``) plus per-object identity embeddings for tracking."""
+
+    name = "jde"
+    config_class = JDEConfig
+    requires = ("detect",)
+    label_kinds = ("identities",)
+    cfg: JDEConfig
+
+    def __init__(self, cfg: JDEConfig, info: Any, requirements: dict[str, Task]) -> None:
+        super().__init__(cfg, info, requirements)
+        from unified.config import from_dict
+
+        self.tracker_config = from_dict(TrackerConfig, cfg.tracker, prefix="task_options.jde.tracker")
+
+    def build_head(
+        self, feature_shapes: Sequence[FeatureShape], bank: nn.Module, model_cfg: Any
+    ) -> nn.Module:
+        if self.info.num_identities < 3:
+            raise ValueError(
+                f"task 'jde' needs training data with identities (at least 3 for the √2·ln(nID−1) scale), but the "
+                f"dataset has {self.info.num_identities}; add a part with `identities` labels or drop 'jde'"
+            )
+        self.head = EmbeddingHead(
+            feature_shapes,
+            self.cfg.embedding_dim,
+            self.cfg.hidden,
+            self.info.num_identities,
+            bank,
+            self.cfg.implicit_form,
+        )
+        return self.head
+
+    def loss(
+        self, outputs: dict[str, Any], batch: dict[str, Any], context: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        maps = outputs["jde"]["embeddings"]
+        assignment = self.requirements["detect"].assignment(outputs, batch, context).compact()
+        has_ids = self.label_mask(batch)
+        vectors, identities = [], []
+        for level, emb in zip(assignment.levels, maps):
+            keep = (level.identity >= 0) & has_ids[level.image]
+            image, gy, gx = level.image[keep], level.grid_y[keep], level.grid_x[keep]
+            vectors.append(emb.permute(0, 2, 3, 1)[image, gy, gx])
+            identities.append(level.identity[keep])
+        vectors_all = torch.cat(vectors).float()
+        ids = torch.cat(identities).long()
+        # Every map joins the graph, so a batch without identities gives an exact zero with a gradient path.
+        anchor_to_graph = sum(m.float().sum() for m in maps) * 0.0 + self.head.classifier.weight.sum() * 0.0
+        if vectors_all.shape[0] == 0:
+            return {"id": anchor_to_graph}
+        logits = self.head.classifier(self.head.scale * F.normalize(vectors_all, dim=1))
+        loss = F.cross_entropy(logits, ids, ignore_index=-1)
+        return {"id": loss * self.cfg.gain + anchor_to_graph}
+
+    def postprocess(
+        self,
+        outputs: dict[str, Any],
+        predictions: dict[str, list[dict[str, Any]]],
+        meta: list[dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        maps = outputs["jde"]["embeddings"]
+        num_anchors = int(self.requirements["detect"].head.anchors.shape[1])
+        sizes = [num_anchors * m.shape[2] * m.shape[3] for m in maps]
+        starts = torch.tensor([0, *np.cumsum(sizes)[:-1].tolist()], device=maps[0].device)
+        results = []
+        for i, det in enumerate(predictions["detect"]):
+            index = det["index"]
+            level = torch.searchsorted(starts, index, right=True) - 1
+            vectors = torch.zeros(len(index), maps[0].shape[1], device=maps[0].device)
+            for lvl, emb in enumerate(maps):
+                pick = level == lvl
+                if not bool(pick.any()):
+                    continue
+                cell = (index[pick] - starts[lvl]) % (emb.shape[2] * emb.shape[3])
+                gy, gx = cell // emb.shape[3], cell % emb.shape[3]
+                vectors[pick] = emb[i, :, gy, gx].t().float()
+            results.append({"embeddings": F.normalize(vectors, dim=1)})
+        return results
+
+    def make_evaluator(self) -> JDEEvaluator:
+        return JDEEvaluator(self)
+
+    def fitness(self, metrics: dict[str, float]) -> float:
+        values = [metrics.get("IDF1", float("nan")), metrics.get("AP50", float("nan"))]
+        values = [v for v in values if v == v]
+        return float(np.mean(values)) if values else 0.0

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Train (and evaluate) a unified multi-task model.
+
+    python tools/train_multitask.py --config configs/experiments/synthetic.yaml --tasks detect,jdc,jde
+    torchrun --nproc_per_node 2 tools/train_multitask.py --config ... --device 0,1
+    python tools/train_multitask.py --resume runs/train/exp      # continue a stopped run exactly
+
+Any ``key.sub=value`` after the flags overrides the experiment config (e.g. ``balancer.name=uncertainty``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from unified.config import ConfigError
+from unified.data.validate import DataError
+from unified.engine.checkpoint import CheckpointError
+from unified.engine.experiment import load_experiment
+from unified.engine.launch import (
+    experiment_from_checkpoint,
+    find_resume_checkpoint,
+    flags_to_overrides,
+    run_training,
+)
+from unified.registry import RegistryError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="experiment YAML (configs/experiments/*.yaml)")
+    p.add_argument("--tasks", help="comma-separated tasks, e.g. detect,jdc,jde")
+    p.add_argument("--data", help="dataset YAML")
+    p.add_argument("--model", help="model YAML (configs/models/*.yaml)")
+    p.add_argument("--weights", help="initial weights (a unified checkpoint; convert official ones first)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="total batch size over all ranks")
+    p.add_argument("--img", type=int, help="training and evaluation image size")
+    p.add_argument("--device", help="cpu, 0, or 0,1")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--sync-bn", dest="sync_bn", action="store_true")
+    p.add_argument("--project")
+    p.add_argument("--name")
+    p.add_argument("--exist-ok", dest="exist_ok", action="store_true")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_OR_CHECKPOINT")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bars (for logs)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.resume is not None:
+            checkpoint = find_resume_checkpoint(args.resume, args.project or "runs/train")
+            cfg = experiment_from_checkpoint(checkpoint)
+            run_training(cfg, resume_from=checkpoint, progress=args.progress)
+        else:
+            cfg = load_experiment(args.config, [*flags_to_overrides(args), *args.overrides])
+            run_training(cfg, progress=args.progress)
+    except (ConfigError, DataError, CheckpointError, RegistryError, FileNotFoundError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())

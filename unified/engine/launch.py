@@ -1,0 +1,276 @@
+"""Start, resume and finish a training run from an experiment config (the body of tools/train_multitask.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unified.config import ConfigError, dump_yaml, from_dict
+from unified.data import build_loader, load_dataset_yaml
+from unified.engine.balancers import build_balancer
+from unified.engine.checkpoint import CheckpointError, load_safe, require_format
+from unified.engine.default_hooks import CheckpointHook, EvaluationHook, LoggerHook, TimeBudgetHook
+from unified.engine.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
+from unified.engine.experiment import ExperimentConfig
+from unified.engine.trainer import Trainer, seed_everything
+from unified.model import build_model, model_meta
+from unified.registry import import_plugins
+from unified.task import TASKS, resolve_tasks
+
+
+def increment_path(path: Path, exist_ok: bool) -> Path:
+    """``runs/train/exp`` → ``exp2``, ``exp3``… unless ``exist_ok`` or the folder is new."""
+    if exist_ok or not path.exists():
+        return path
+    for n in range(2, 10_000):
+        candidate = path.with_name(f"{path.name}{n}")
+        if not candidate.exists():
+            return candidate
+    raise RuntimeError(f"too many runs named {path}")
+
+
+def find_resume_checkpoint(resume: str, project: str) -> Path:
+    """A run folder, a checkpoint file, or ``""`` (the most recent ``last.pt`` under ``project``)."""
+    if resume:
+        path = Path(resume)
+        if path.is_dir():
+            path = path / "weights" / "last.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume {resume}: no checkpoint at {path}")
+        return path
+    candidates = sorted(Path(project).glob("**/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(f"--resume: no run with weights/last.pt under {project}")
+    return candidates[-1]
+
+
+def check_task_labels(tasks: Sequence[str], kinds: Sequence[str], data: str) -> None:
+    """Every enabled task must find its labels in the training data, or the run would learn nothing."""
+    for name in tasks:
+        missing = [k for k in TASKS.get(name).label_kinds if k not in kinds]
+        if missing:
+            raise ConfigError(
+                f"task {name!r} needs {missing} labels, but no part of the training split of {data} provides them "
+                f"(it provides {list(kinds)}); add such a part or drop {name!r} from `tasks`"
+            )
+
+
+def load_pretrained(model: nn.Module, path: str) -> list[str]:
+    """Load matching tensors from a unified checkpoint; tensors whose shape differs are re-initialised.
+
+    Returns the names that were not loaded (e.g. class-count dependent head tensors), which are logged.
+    """
+    ckpt = load_safe(path)
+    require_format(ckpt, path)
+    source = ckpt["ema"]["model"] if ckpt.get("ema") else ckpt["model"]
+    own = model.state_dict()
+    kept = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(k for k in own if k not in kept)
+    model.load_state_dict(kept, strict=False)
+    return skipped
+
+
+def print_metrics_table(metrics: dict[str, dict[str, float]]) -> str:
+    """One row per task with its headline metrics."""
+    headline = ("AP", "AP50", "AP75", "mAP", "F1", "TPR@FAR=0.01", "MOTA", "IDF1", "IDs")
+    lines = [f"{'task':<8} " + " ".join(f"{h:>12}" for h in headline)]
+    for task, values in metrics.items():
+        cells = []
+        for h in headline:
+            v = values.get(h)
+            cells.append(
+                f"{'-':>12}" if v is None else (f"{v:>12d}" if isinstance(v, int) else f"{v:>12.4f}")
+            )
+        lines.append(f"{task:<8} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def prepare_synthetic(cfg: ExperimentConfig, dist_info: DistInfo) -> None:
+    """Generate the built-in synthetic world (cached) on rank 0 when the config asks for it."""
+    if cfg.synthetic is None:
+        return
+    if dist_info.is_main:
+        from unified.data.synthetic import make_synthetic
+
+        s = cfg.synthetic
+        make_synthetic(
+            s.out, images=s.images, sequences=s.sequences, frames=s.frames, size=s.size, seed=s.seed
+        )
+    barrier()
+
+
+def run_training(
+    cfg: ExperimentConfig, resume_from: Path | None = None, progress: bool = True
+) -> tuple[Path, dict[str, dict[str, float]]]:
+    """Train and evaluate as ``cfg`` says; returns the run folder and the final per-task metrics."""
+    dist_info, device = init_distributed(cfg.train.device)
+    try:
+        return _run(cfg, dist_info, device, resume_from, progress)
+    finally:
+        cleanup()
+
+
+def _run(
+    cfg: ExperimentConfig, dist_info: DistInfo, device: torch.device, resume_from: Path | None, progress: bool
+) -> tuple[Path, dict[str, dict[str, float]]]:
+    import_plugins(cfg.plugins)
+    tasks = resolve_tasks(cfg.tasks)
+    for name, options in cfg.task_options.items():
+        if name not in tasks:
+            raise ConfigError(f"key 'task_options.{name}': task {name!r} is not enabled (enabled: {tasks})")
+        from unified.task import task_config_from
+
+        task_config_from(TASKS.get(name), options, source="task_options")
+    if not cfg.data and cfg.synthetic is not None:
+        cfg = dataclasses.replace(cfg, data=str(Path(cfg.synthetic.out) / "dataset.yaml"))
+    if not cfg.data:
+        raise ConfigError(
+            "key 'data': no dataset YAML given (use --data DATASET.yaml or a `synthetic:` section)"
+        )
+    seed_everything(cfg.train.seed + dist_info.rank, cfg.train.deterministic)
+    prepare_synthetic(cfg, dist_info)
+
+    train_records, info = load_dataset_yaml(cfg.data, "train", skip_invalid=cfg.train.skip_invalid)
+    check_task_labels(tasks, info.label_kinds, cfg.data)
+    val_records, _ = load_dataset_yaml(cfg.data, "val", skip_invalid=cfg.train.skip_invalid)
+
+    model = build_model(
+        cfg.model, tasks=tasks, info=info, task_options=cfg.task_options, implicit_share=cfg.implicit_share
+    )
+    if cfg.train.weights and resume_from is None:
+        skipped = load_pretrained(model, cfg.train.weights)
+        if dist_info.is_main:
+            print(
+                f"loaded {cfg.train.weights}; re-initialised {len(skipped)} tensors that do not fit: {skipped[:8]}"
+            )
+    if cfg.train.sync_bn and dist_info.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    balancer = build_balancer(
+        cfg.balancer.name, list(model.tasks), cfg.balancer.weights, cfg.balancer.options
+    )
+
+    world = dist_info.world_size
+    if cfg.train.batch_size % world:
+        raise ConfigError(
+            f"key 'train.batch_size': {cfg.train.batch_size} does not divide over {world} ranks"
+        )
+    per_rank = cfg.train.batch_size // world
+    train_loader = build_loader(
+        train_records,
+        info,
+        img_size=cfg.train.img_size,
+        batch_size=per_rank,
+        augment=True,
+        hyp=dataclasses.asdict(cfg.augment),
+        workers=cfg.train.workers,
+        shuffle=True,
+        seed=cfg.train.seed,
+        distributed=dist_info.enabled,
+    )
+    val_loader = None
+    if dist_info.is_main:
+        val_loader = build_loader(
+            val_records,
+            info,
+            img_size=cfg.train.img_size,
+            batch_size=cfg.eval.batch_size or 2 * per_rank,
+            augment=False,
+            workers=cfg.train.workers,
+            shuffle=False,
+            seed=cfg.train.seed,
+            distributed=False,
+        )
+
+    if resume_from is not None:
+        run_dir = resume_from.parent.parent
+    else:
+        run_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok) if dist_info.is_main else None
+        run_dir = Path(str(broadcast_object(str(run_dir))))
+    if dist_info.is_main:
+        (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    meta = model_meta(model, cfg.task_options, cfg.implicit_share)
+    meta["plugins"] = list(cfg.plugins)
+    hooks = [
+        TimeBudgetHook(cfg.train.time_budget_min),
+        EvaluationHook(val_loader),
+        CheckpointHook(run_dir, meta),
+        LoggerHook(run_dir, progress=progress),
+    ]
+    trainer = Trainer(cfg, model, balancer, train_loader, device, dist_info, hooks)
+    if resume_from is not None:
+        state = load_safe(resume_from, map_location=device)
+        require_format(state, resume_from)
+        trainer.load_state_dict(state)
+        if dist_info.is_main:
+            print(f"resuming {run_dir} from epoch {trainer.state.epoch + 1}")
+    if dist_info.is_main:
+        print(f"run folder: {run_dir}")
+        n_params = sum(p.numel() for p in model.parameters())
+        print(
+            f"model {cfg.model}: {n_params:,} parameters; tasks {list(model.tasks)}; balancer {cfg.balancer.name}"
+        )
+    if trainer.state.epoch >= cfg.train.epochs:
+        state = trainer.state
+    else:
+        state = trainer.train()
+    metrics = state.metrics
+    if dist_info.is_main:
+        if metrics:
+            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            print(print_metrics_table(metrics))
+        print(f"results saved to {run_dir}")
+    return run_dir, metrics
+
+
+def experiment_from_checkpoint(path: Path) -> ExperimentConfig:
+    """The experiment config stored in a checkpoint (for --resume)."""
+    try:
+        ckpt = load_safe(path)
+    except CheckpointError:
+        raise
+    require_format(ckpt, path)
+    return from_dict(ExperimentConfig, ckpt["experiment"], source=f"{path} (stored experiment)")
+
+
+_FLAG_TO_KEY = {
+    "data": "data",
+    "model": "model",
+    "weights": "train.weights",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "img": "train.img_size",
+    "device": "train.device",
+    "workers": "train.workers",
+    "seed": "train.seed",
+    "project": "project",
+    "name": "name",
+}
+
+
+def flags_to_overrides(args: Any) -> list[str]:
+    """Turn the YOLOR-style command-line flags into ``key=value`` overrides."""
+    overrides = []
+    for flag, key in _FLAG_TO_KEY.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+    if getattr(args, "tasks", None):
+        names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        if not names or any(not re.fullmatch(r"[A-Za-z_][\w.]*", n) for n in names):
+            raise ConfigError(
+                f"--tasks {args.tasks!r}: give comma-separated task names such as detect,jdc,jde"
+            )
+        overrides.append(f"tasks={json.dumps(names)}")
+    if getattr(args, "sync_bn", False):
+        overrides.append("train.sync_bn=true")
+    if getattr(args, "exist_ok", False):
+        overrides.append("exist_ok=true")
+    return overrides

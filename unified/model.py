@@ -1,0 +1,156 @@
+"""The unified multi-task model: one body, one implicit bank, one head per task."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unified.config import ConfigError, to_dict
+from unified.implicit import ImplicitBank
+from unified.models import Body, fuse_model, load_model_config
+from unified.registry import import_plugins
+from unified.task import TASKS, DatasetInfo, Task, resolve_tasks, task_config_from
+
+
+class UnifiedModel(nn.Module):
+    """A shared body (backbone + neck) and implicit bank serving one head per task.
+
+    ``forward(images)`` returns a dict keyed by task name. In eval mode the detection entry holds
+    ``decoded`` (batch, N, 5 + nc) and ``raw`` (per-level logits); see ``docs/ARCHITECTURE.md``.
+
+    Attributes:
+        tasks: Task objects in dependency order (not modules: they hold no parameters of their own).
+        info: The dataset info the heads were sized for.
+        model_cfg: The model config the body was built from.
+    """
+
+    def __init__(
+        self,
+        model_cfg: Any,
+        tasks: Mapping[str, Task],
+        info: DatasetInfo,
+        implicit_share: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model_cfg = model_cfg
+        self.info = info
+        self.body = Body(model_cfg)
+        self.bank = ImplicitBank()
+        for consumer, shared in (implicit_share or {}).items():
+            self.bank.alias(consumer, shared)
+        self.heads = nn.ModuleDict()
+        for name, task in tasks.items():
+            self.heads[name] = task.build_head(self.body.out_shapes, self.bank, model_cfg)
+        self.tasks: dict[str, Task] = dict(tasks)
+
+    def forward(self, images: torch.Tensor) -> dict[str, Any]:
+        features = self.body(images)
+        return {name: head(features) for name, head in self.heads.items()}
+
+    def fuse(self) -> UnifiedModel:
+        """Fold BatchNorm and implicit tensors into neighbouring convolutions where exact (inference only)."""
+        fuse_model(self)
+        return self
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.tasks)
+
+
+def _build_tasks(
+    names: Sequence[str], info: DatasetInfo, task_options: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, Task]:
+    options = dict(task_options or {})
+    ordered = resolve_tasks(names)
+    unknown = sorted(set(options) - set(ordered))
+    if unknown:
+        raise ConfigError(
+            f"key 'task_options': options given for tasks that are not enabled: {unknown}; enabled: {ordered}"
+        )
+    built: dict[str, Task] = {}
+    for name in ordered:
+        cls = TASKS.get(name)
+        cfg = task_config_from(cls, dict(options.get(name) or {}))
+        built[name] = cls(cfg, info, {req: built[req] for req in cls.requires})
+    return built
+
+
+def build_model(
+    model: str | Path | Mapping[str, Any],
+    nc: int | None = None,
+    tasks: Sequence[str] = ("detect",),
+    *,
+    info: DatasetInfo | None = None,
+    task_options: Mapping[str, Mapping[str, Any]] | None = None,
+    implicit_share: Mapping[str, str] | None = None,
+    plugins: Sequence[str] = (),
+) -> UnifiedModel:
+    """Build a model from a model YAML (path or dict) for the given tasks.
+
+    Args:
+        model: Model YAML path or the same content as a dict.
+        nc: Number of detection classes (overrides the YAML's ``nc``; ignored when ``info`` is given).
+        tasks: Task names; tasks they require are added (``jdc`` and ``jde`` bring ``detect``).
+        info: Dataset info (class and label names, number of identities); default: ``nc`` numbered classes.
+        task_options: Per-task option mappings, validated against each task's config dataclass.
+        implicit_share: Map of implicit tensor names to shared bank names.
+        plugins: Import paths of modules that register extra tasks.
+
+    Returns:
+        A ``UnifiedModel`` in training mode.
+    """
+    import_plugins(list(plugins))
+    model_cfg = load_model_config(model)
+    if info is None:
+        n = nc if nc is not None else model_cfg.nc
+        info = DatasetInfo(class_names=[str(i) for i in range(n)])
+    if info.nc != model_cfg.nc:
+        model_cfg = dataclasses.replace(model_cfg, nc=info.nc)
+    return UnifiedModel(model_cfg, _build_tasks(tasks, info, task_options), info, implicit_share)
+
+
+def model_meta(
+    model: UnifiedModel, task_options: Mapping[str, Any], implicit_share: Mapping[str, str]
+) -> dict[str, Any]:
+    """The plain-data description a checkpoint stores to rebuild ``model``."""
+    return {
+        "model_config": to_dict(model.model_cfg),
+        "tasks": model.task_names,
+        "task_options": {k: to_dict(v) for k, v in task_options.items()},
+        "implicit_share": dict(implicit_share),
+        "dataset_info": to_dict(model.info),
+    }
+
+
+def load(
+    path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True, plugins: Sequence[str] = ()
+) -> UnifiedModel:
+    """Load a unified checkpoint (never unpickling objects) and return the model in eval mode.
+
+    Raises:
+        CheckpointError: if the file is not a safe unified checkpoint.
+    """
+    from unified.engine.checkpoint import load_safe, require_format
+
+    ckpt = load_safe(path)
+    require_format(ckpt, path)
+    info_data = dict(ckpt["dataset_info"])
+    info_data["label_kinds"] = tuple(info_data.get("label_kinds", ("boxes",)))
+    info = DatasetInfo(**info_data)
+    plugins = list(plugins) + list(ckpt.get("plugins", []))
+    model = build_model(
+        ckpt["model_config"],
+        tasks=ckpt["tasks"],
+        info=info,
+        task_options=ckpt.get("task_options"),
+        implicit_share=ckpt.get("implicit_share"),
+        plugins=plugins,
+    )
+    state = ckpt["ema"]["model"] if use_ema and ckpt.get("ema") else ckpt["model"]
+    model.load_state_dict(state)
+    return model.to(device).eval()
