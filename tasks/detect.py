@@ -12,7 +12,7 @@ from torch import nn
 
 from unified.config import check
 from unified.evaluation.coco import CocoDetectionEvaluator
-from unified.losses.yolo import YoloDetectionLoss
+from unified.losses.yolo import DetectionLossConfig, YoloDetectionLoss
 from unified.models.heads import IDetectHead
 from unified.ops.boxes import letterbox_to_original, xywh_to_xyxy
 from unified.ops.nms import non_max_suppression
@@ -23,8 +23,8 @@ from unified.task import TASKS, FeatureShape, Task, TaskConfig
 class DetectConfig(TaskConfig):
     """Detection options; loss gains default to the official ``hyp.scratch.640.yaml``."""
 
-    implicit: bool = True
-    implicit_form: str = "vector"
+    implicit: bool | None = None  # None: as the model YAML's `head.implicit` says
+    implicit_form: str | None = None  # None: the model YAML's `head.implicit_form`
     box: float = 0.05
     cls: float = 0.3
     obj: float = 0.7
@@ -44,7 +44,7 @@ class DetectConfig(TaskConfig):
         check(0 < self.iou_thres <= 1, "tasks.detect.iou_thres", "must be in (0, 1]")
         check(self.max_det >= 1, "tasks.detect.max_det", "must be >= 1")
         check(
-            self.implicit_form in ("vector", "nn", "mf"),
+            self.implicit_form in (None, "vector", "nn", "mf"),
             "tasks.detect.implicit_form",
             "must be vector, nn or mf",
         )
@@ -106,13 +106,10 @@ class DetectTask(Task):
             nc=self.info.nc,
             anchors=model_cfg.anchors,
             bank=bank,
-            implicit=self.cfg.implicit and getattr(model_cfg, "implicit_head", True),
-            form=self.cfg.implicit_form,
+            implicit=model_cfg.head.implicit if self.cfg.implicit is None else self.cfg.implicit,
+            form=self.cfg.implicit_form or model_cfg.head.implicit_form,
         )
-        self.criterion = YoloDetectionLoss(
-            anchors=self.head.anchors,
-            strides=self.head.strides,
-            nc=self.info.nc,
+        loss_cfg = DetectionLossConfig(
             box=self.cfg.box,
             cls=self.cfg.cls,
             obj=self.cfg.obj,
@@ -122,6 +119,7 @@ class DetectTask(Task):
             fl_gamma=self.cfg.fl_gamma,
             label_smoothing=self.cfg.label_smoothing,
         )
+        self.criterion = YoloDetectionLoss(self.head.anchors, self.head.strides, self.info.nc, loss_cfg)
         return self.head
 
     def assignment(self, outputs: dict[str, Any], batch: dict[str, Any], context: dict[str, Any]) -> Any:
@@ -136,9 +134,7 @@ class DetectTask(Task):
         if "detect.terms" in context:
             return context["detect.terms"]
         raw = outputs["detect"]["raw"]
-        terms, assignment = self.criterion(
-            raw, batch["targets"], image_mask=self.label_mask(batch), img_size=batch["images"].shape[-2:]
-        )
+        terms, assignment = self.criterion(raw, batch["targets"], image_mask=self.label_mask(batch))
         context["detect.assignment"] = assignment
         context["detect.terms"] = terms
         return terms
