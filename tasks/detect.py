@@ -107,7 +107,7 @@ class DetectTask(Task):
             anchors=model_cfg.anchors,
             bank=bank,
             implicit=model_cfg.head.implicit if self.cfg.implicit is None else self.cfg.implicit,
-            form=self.cfg.implicit_form or model_cfg.head.implicit_form,
+            implicit_form=self.cfg.implicit_form or model_cfg.head.implicit_form,
         )
         loss_cfg = DetectionLossConfig(
             box=self.cfg.box,

@@ -110,8 +110,9 @@ class JDCTask(Task):
         per_image = F.binary_cross_entropy_with_logits(
             logits, batch["image_labels"].to(logits.dtype), reduction="none"
         ).mean(1)
-        # Mean over labelled images; with none, an exact zero that still reaches the head's parameters.
-        loss = (per_image * mask).sum() / mask.sum().clamp_min(1.0)
+        # A sum over labelled images, the convention of the detection loss (see Task.loss); with no
+        # labelled image, an exact zero that still reaches the head's parameters.
+        loss = (per_image * mask).sum()
         return {"cls": loss * self.cfg.gain}
 
     def postprocess(

@@ -29,7 +29,7 @@ from unified.evaluation.coco import CocoDetectionEvaluator
 from unified.evaluation.embedding import EmbeddingEvaluator
 from unified.evaluation.mot import MotEvaluator
 from unified.task import TASKS, FeatureShape, Task, TaskConfig
-from unified.tracking import JDETracker, TrackerConfig
+from unified.tracking import Tracker, TrackerConfig
 
 
 @dataclass
@@ -147,7 +147,7 @@ class JDEEvaluator:
         if self.frames:
             mot = MotEvaluator()
             for sequence, frames in sorted(self.frames.items()):
-                tracker = JDETracker(self.task.tracker_config)
+                tracker = Tracker(self.task.tracker_config)
                 for frame, data in sorted(frames, key=lambda item: item[0]):
                     tracks = tracker.update(data["boxes"], data["scores"], data["embeddings"])
                     hyp_boxes = np.array([t.box for t in tracks], dtype=np.float64).reshape(-1, 4)
@@ -219,7 +219,9 @@ class JDETask(Task):
         if vectors_all.shape[0] == 0:
             return {"id": anchor_to_graph}
         logits = self.head.classifier(self.head.scale * F.normalize(vectors_all, dim=1))
-        loss = F.cross_entropy(logits, ids, ignore_index=-1)
+        # Mean over the assigned cells times the number of images with identities: a per-image sum,
+        # the convention of the detection loss (see Task.loss).
+        loss = F.cross_entropy(logits, ids) * has_ids.sum()
         return {"id": loss * self.cfg.gain + anchor_to_graph}
 
     def postprocess(

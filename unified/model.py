@@ -39,10 +39,10 @@ class UnifiedModel(nn.Module):
         super().__init__()
         self.model_cfg = model_cfg
         self.info = info
-        self.body = Body(model_cfg)
         self.bank = ImplicitBank()
         for consumer, shared in (implicit_share or {}).items():
             self.bank.alias(consumer, shared)
+        self.body = Body(model_cfg, bank=self.bank)
         self.heads = nn.ModuleDict()
         for name, task in tasks.items():
             self.heads[name] = task.build_head(self.body.out_shapes, self.bank, model_cfg)

@@ -103,6 +103,11 @@ class Task(ABC):
     ) -> dict[str, torch.Tensor]:
         """Named, unweighted loss terms (scalars) for the images that carry this task's labels.
 
+        Convention (the official YOLO one): each term is a *sum over the labelled images* of a per-image
+        loss (e.g. a mean times the number of labelled images), so it scales with the batch. Under DDP
+        the trainer multiplies by the world size to undo DDP's gradient averaging, which makes N ranks
+        with batch b train like one process with batch N·b.
+
         ``outputs`` holds every task's head output; ``context`` is shared by all tasks for one step.
         A batch with no labels for this task must still return terms connected to the head's
         parameters (multiplied by zero), so that distributed gradient reduction never waits forever.

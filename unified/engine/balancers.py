@@ -210,9 +210,9 @@ class PCGradBalancer(Balancer):
 
     Under DDP each rank projects the gradients of its own batch, then the projected gradients are
     averaged across ranks with an explicit all-reduce (DDP's own gradient hooks do not run, because the
-    per-task gradients come from ``torch.autograd.grad``). The result is the mean of per-rank projections,
-    not the projection of the global per-task gradients; with equal-sized per-rank batches it matches
-    single-process PCGrad only when the ranks see the same conflicts.
+    per-task gradients come from ``torch.autograd.grad``). The result is the sum of per-rank projections,
+    not the projection of the global per-task gradients: it matches single-process PCGrad only when
+    the ranks see the same conflicts.
     """
 
     needs_task_gradients = True
@@ -266,10 +266,9 @@ class PCGradBalancer(Balancer):
             parts = [g[i] for g in per_task if g[i] is not None]
             p.grad = torch.stack(parts).sum(0) if parts else torch.zeros_like(p)
         if dist.is_available() and dist.is_initialized():
-            world = dist.get_world_size()
+            # Losses are per-image sums (see Task.loss): the global gradient is the sum over ranks.
             for p in params:
                 dist.all_reduce(p.grad)
-                p.grad.div_(world)
 
 
 @BALANCERS.register("rlw")

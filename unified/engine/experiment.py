@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from unified.config import ConfigError, check, load_config
+from unified.data.augment import AugmentConfig
 
 
 @dataclass
@@ -38,21 +39,6 @@ class OptimConfig:
 
 
 @dataclass
-class AugmentConfig:
-    """Training augmentation (names and defaults of the official ``hyp.scratch.640.yaml``)."""
-
-    hsv_h: float = 0.015
-    hsv_s: float = 0.7
-    hsv_v: float = 0.4
-    degrees: float = 0.0
-    translate: float = 0.1
-    scale: float = 0.5
-    shear: float = 0.0
-    fliplr: float = 0.5
-    mosaic: float = 1.0
-
-
-@dataclass
 class BalancerConfig:
     """How task losses are combined: a registered balancer, fixed starting weights and its options."""
 
@@ -78,10 +64,12 @@ class SyntheticConfig:
     """Generate the built-in synthetic world into ``out`` (cached) before training."""
 
     out: str = "data/synthetic"
-    images: int = 800
+    images: int = 600
+    val_images: int = 100
     sequences: int = 4
+    val_sequences: int = 2
     frames: int = 60
-    size: int = 320
+    size: int = 256
     seed: int = 0
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from unified.config import ConfigError, dump_yaml, from_dict
-from unified.data import build_loader, load_dataset_yaml
+from unified.data import MultiTaskDataset, build_dataloader, load_dataset_yaml
 from unified.engine.balancers import build_balancer
 from unified.engine.checkpoint import CheckpointError, load_safe, require_format
 from unified.engine.default_hooks import CheckpointHook, EvaluationHook, LoggerHook, TimeBudgetHook
@@ -101,7 +101,14 @@ def prepare_synthetic(cfg: ExperimentConfig, dist_info: DistInfo) -> None:
 
         s = cfg.synthetic
         make_synthetic(
-            s.out, images=s.images, sequences=s.sequences, frames=s.frames, size=s.size, seed=s.seed
+            s.out,
+            images=s.images,
+            val_images=s.val_images,
+            sequences=s.sequences,
+            val_sequences=s.val_sequences,
+            frames=s.frames,
+            size=s.size,
+            seed=s.seed,
         )
     barrier()
 
@@ -162,30 +169,24 @@ def _run(
             f"key 'train.batch_size': {cfg.train.batch_size} does not divide over {world} ranks"
         )
     per_rank = cfg.train.batch_size // world
-    train_loader = build_loader(
-        train_records,
-        info,
-        img_size=cfg.train.img_size,
-        batch_size=per_rank,
-        augment=True,
-        hyp=dataclasses.asdict(cfg.augment),
-        workers=cfg.train.workers,
+    train_set = MultiTaskDataset(
+        train_records, cfg.train.img_size, True, dataclasses.asdict(cfg.augment), info=info
+    )
+    train_loader = build_dataloader(
+        train_set,
+        per_rank,
         shuffle=True,
+        num_workers=cfg.train.workers,
         seed=cfg.train.seed,
         distributed=dist_info.enabled,
+        drop_last=dist_info.enabled,
+        pin_memory=device.type == "cuda",
     )
     val_loader = None
     if dist_info.is_main:
-        val_loader = build_loader(
-            val_records,
-            info,
-            img_size=cfg.train.img_size,
-            batch_size=cfg.eval.batch_size or 2 * per_rank,
-            augment=False,
-            workers=cfg.train.workers,
-            shuffle=False,
-            seed=cfg.train.seed,
-            distributed=False,
+        val_set = MultiTaskDataset(val_records, cfg.train.img_size, False, info=info)
+        val_loader = build_dataloader(
+            val_set, cfg.eval.batch_size or 2 * per_rank, shuffle=False, num_workers=cfg.train.workers
         )
 
     if resume_from is not None:

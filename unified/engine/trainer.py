@@ -379,7 +379,10 @@ class Trainer:
         if float(bad) > 0:
             self._skip_step(names, host, "loss")
             return
-        self.balancer.backward(self.scaler.scale(total) if self.scaler.is_enabled() else total, task_totals)
+        # Loss terms are per-image sums (see Task.loss) and DDP averages gradients over ranks: scaling by
+        # the world size makes N ranks with batch b train like one process with batch N·b.
+        scaled = total * self.dist.world_size if self.dist.enabled else total
+        self.balancer.backward(self.scaler.scale(scaled) if self.scaler.is_enabled() else scaled, task_totals)
         for hook in self.hooks:
             hook.after_backward(self)
         if (s.iteration + 1) % self.accumulate == 0 or s.end_of_epoch:
