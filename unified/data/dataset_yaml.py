@@ -1,0 +1,266 @@
+"""Dataset YAML files: one experiment's data, possibly combined from several parts.
+
+A dataset YAML names the classes, the scene labels and the parts; each part has a format, the label
+kinds it provides and a location per split. Relative paths are relative to the YAML file's folder (or,
+when nothing is there, to the current directory, which is how the official YOLOR data files are
+written)::
+
+    version: 1
+    names: [ellipse, rectangle, triangle, star, cross]   # detection classes
+    scene_labels: [striped, night, noisy]                # image labels beyond the classes
+    parts:
+      - name: shapes
+        format: coco                                     # coco | yolo | mot | jde
+        label_kinds: [boxes, image_labels]
+        train: {annotations: shapes/train.json, images: shapes/train}
+        val: {annotations: shapes/val.json, images: shapes/val}
+      - name: tracks
+        format: mot
+        label_kinds: [boxes, identities]
+        train: tracks/train                              # a sequence folder or a folder of sequences
+        val: tracks/val
+
+For ``coco`` a split is ``{annotations, images}`` (or only the JSON path: images beside it); for
+``yolo`` and ``jde`` an image folder, a ``.txt`` list of images, or a list of those; for ``mot`` a
+folder (or list of folders). An official YOLO data file (``train``, ``val``, ``nc``, ``names``, as
+``data/coco.yaml``) is accepted as it is: it becomes one ``yolo`` part with ``boxes``.
+
+Identities are numbered per split: the training split's identities are ``0..num_identities-1`` for
+the embedding classifier; validation identities are a separate numbering, only compared with each
+other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from unified.config import ConfigError, from_dict, read_yaml
+from unified.data.readers import IdentityMap, read_coco, read_jde, read_mot, read_yolo
+from unified.data.records import ImageRecord
+from unified.data.validate import DataError, ProblemLog
+from unified.task import LABEL_KINDS, DatasetInfo
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class CocoSplit:
+    """A COCO split: the JSON file and the folder its ``file_name`` entries are relative to."""
+
+    annotations: str
+    images: str | None = None
+
+
+SplitLocation = str | list[str] | CocoSplit | None
+
+
+@dataclass
+class PartSpec:
+    """One dataset part: a format, the label kinds it provides and a location per split."""
+
+    name: str
+    format: Literal["coco", "yolo", "mot", "jde"]
+    label_kinds: list[str] = field(default_factory=lambda: ["boxes"])
+    train: SplitLocation = None
+    val: SplitLocation = None
+    test: SplitLocation = None
+
+    def __post_init__(self) -> None:
+        for kind in self.label_kinds:
+            if kind not in LABEL_KINDS:
+                raise ConfigError(
+                    f"part {self.name!r}: label kind {kind!r} is not one of {list(LABEL_KINDS)}"
+                )
+        if "identities" in self.label_kinds and self.format == "yolo":
+            raise ConfigError(f"part {self.name!r}: the yolo format has no identities (use jde or mot)")
+        if "image_labels" in self.label_kinds and self.format != "coco":
+            raise ConfigError(f"part {self.name!r}: only the coco format carries image labels")
+
+
+@dataclass
+class DatasetSpec:
+    """A whole dataset YAML."""
+
+    names: list[str]
+    parts: list[PartSpec]
+    scene_labels: list[str] = field(default_factory=list)
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise ConfigError("'names' must list at least one class")
+        every = list(self.names) + list(self.scene_labels)
+        if len(set(every)) != len(every):
+            raise ConfigError("class names and scene labels must all be different")
+        part_names = [p.name for p in self.parts]
+        if len(set(part_names)) != len(part_names):
+            raise ConfigError(f"part names must be unique, got {part_names}")
+
+    @property
+    def image_label_names(self) -> list[str]:
+        return list(self.names) + list(self.scene_labels)
+
+
+def read_dataset_spec(path: str | Path) -> DatasetSpec:
+    """Read and check a dataset YAML (or an official YOLO data file).
+
+    Raises:
+        ConfigError: naming the file, line and key of a problem.
+    """
+    raw, lines = read_yaml(path)
+    if "parts" not in raw and "names" in raw:
+        raw = _from_official_yolo(raw, path)
+        lines = {}
+    return from_dict(DatasetSpec, raw, source=str(path), lines=lines)
+
+
+def _from_official_yolo(raw: dict, path: str | Path) -> dict:
+    names = raw.get("names")
+    if not isinstance(names, list):
+        raise ConfigError(f"{path}: key 'names' must be a list of class names")
+    if "nc" in raw and raw["nc"] != len(names):
+        raise ConfigError(f"{path}: key 'nc' is {raw['nc']} but 'names' lists {len(names)} classes")
+    part = {"name": Path(path).stem, "format": "yolo", "label_kinds": ["boxes"]}
+    for split in SPLITS:
+        if raw.get(split) is not None:
+            part[split] = raw[split]
+    return {"names": [str(n) for n in names], "parts": [part]}
+
+
+def _resolve(base: Path, location: str) -> Path:
+    path = Path(location).expanduser()
+    if path.is_absolute():
+        return path
+    beside = base / path
+    if not beside.exists() and path.exists():
+        return path
+    return beside
+
+
+def _as_list(location: str | list[str]) -> list[str]:
+    return [location] if isinstance(location, str) else list(location)
+
+
+def load_dataset_yaml(
+    path: str | Path,
+    split: str,
+    skip_invalid: bool = False,
+    *,
+    check_images: bool = True,
+) -> tuple[list[ImageRecord], DatasetInfo]:
+    """Load one split of a dataset YAML: every part read, validated and combined.
+
+    Args:
+        path: The dataset YAML.
+        split: ``train``, ``val`` or ``test``.
+        skip_invalid: Skip bad annotations and images (logging how many per kind) instead of raising.
+        check_images: Check every image header (missing, empty, truncated, wrong size).
+
+    Returns:
+        The records (``image_id`` = index in the list) and the dataset info of this split.
+
+    Raises:
+        ConfigError: for a malformed YAML.
+        DataError: listing every problem in the data (the first 20 and a count), or for an empty split
+            even with ``skip_invalid``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    path = Path(path)
+    spec = read_dataset_spec(path)
+    base = path.parent
+    log = ProblemLog(skip_invalid)
+    identities = IdentityMap()
+    records: list[ImageRecord] = []
+    used_parts = 0
+    for part in spec.parts:
+        location = getattr(part, split)
+        if location is None:
+            continue
+        used_parts += 1
+        part_records = _read_part(part, location, spec, base, log, identities, check_images)
+        if not part_records:
+            log.add(
+                "empty_split", f"{path}: part {part.name!r}", f"split {split!r} holds no valid image", "image"
+            )
+        records.extend(part_records)
+    if used_parts == 0:
+        log.add("empty_split", str(path), f"no part has a {split!r} split", "image")
+    sequences: dict[str, str] = {}
+    for record in records:
+        if record.sequence is not None:
+            owner = sequences.setdefault(record.sequence, record.part)
+            if owner != record.part:
+                raise DataError(
+                    f"{path}: sequence {record.sequence!r} appears in parts {owner!r} and {record.part!r}; "
+                    "sequence names must be unique within a split"
+                )
+    log.finish(f"{path} (split {split!r})")
+    for index, record in enumerate(records):
+        record.image_id = index
+    kinds = {kind for record in records for kind in record.label_kinds}
+    info = DatasetInfo(
+        class_names=list(spec.names),
+        image_label_names=spec.image_label_names,
+        num_identities=len(identities),
+        label_kinds=tuple(k for k in LABEL_KINDS if k in kinds),
+    )
+    return records, info
+
+
+def _read_part(
+    part: PartSpec,
+    location: SplitLocation,
+    spec: DatasetSpec,
+    base: Path,
+    log: ProblemLog,
+    identities: IdentityMap,
+    check_images: bool,
+) -> list[ImageRecord]:
+    kinds = list(part.label_kinds)
+    if part.format == "coco":
+        if isinstance(location, CocoSplit):
+            ann = _resolve(base, location.annotations)
+            images = _resolve(base, location.images) if location.images else ann.parent
+        elif isinstance(location, str):
+            ann = _resolve(base, location)
+            images = ann.parent
+        else:
+            raise ConfigError(f"part {part.name!r}: a coco split is {{annotations, images}} or a JSON path")
+        return read_coco(
+            ann,
+            images,
+            spec.names,
+            spec.image_label_names,
+            kinds,
+            log,
+            part=part.name,
+            identities=identities,
+            check_images=check_images,
+        )
+    if isinstance(location, CocoSplit):
+        raise ConfigError(f"part {part.name!r}: {{annotations, images}} is only for the coco format")
+    sources = [_resolve(base, s) for s in _as_list(location)]
+    if part.format == "yolo":
+        return read_yolo(sources, spec.names, kinds, log, part=part.name)
+    if part.format == "jde":
+        return read_jde(sources, spec.names, kinds, log, part=part.name, identities=identities)
+    records = []
+    for source in sources:
+        records.extend(
+            read_mot(
+                source,
+                spec.names,
+                kinds,
+                log,
+                part=part.name,
+                identities=identities,
+                check_images=check_images,
+            )
+        )
+    return records
+
+
+__all__ = ["CocoSplit", "DatasetSpec", "PartSpec", "SPLITS", "load_dataset_yaml", "read_dataset_spec"]

@@ -1,0 +1,592 @@
+"""Readers for COCO JSON, YOLO txt, MOTChallenge and JDE labels, all producing :class:`ImageRecord`.
+
+Every reader validates as it reads and reports problems to a :class:`ProblemLog` (file and line or
+annotation id); a bad annotation is left out, a bad image is left out with its annotations, and the
+caller decides at the end whether that is an error (the default) or a logged skip.
+
+Formats, as read here:
+
+- **COCO JSON**: ``images`` (``id``, ``file_name`` relative to the image folder, ``width``, ``height``),
+  ``annotations`` (``image_id``, ``bbox`` = ``[x, y, w, h]`` pixels, ``category_id``, optional
+  ``track_id``), ``categories`` (``id``, ``name``; matched to the dataset's class names by name).
+  Image-level labels are an extension: ``"labels": ["name", ...]`` in each image entry, names from
+  the dataset's image label names (classes first, then scene labels). ``iscrowd: 1`` regions are not
+  objects and are left out, as the official YOLO converters do.
+- **YOLO txt** (the layout of the official ``data/coco.yaml``): one ``labels/.../NAME.txt`` beside
+  ``images/.../NAME.jpg`` (the last ``images`` folder of the path becomes ``labels``), rows
+  ``class xc yc w h`` normalised to the image; no label file means an image without objects.
+- **JDE**: like YOLO but ``labels_with_ids`` instead of ``labels`` and rows ``class identity xc yc w h``;
+  identity ``-1`` means none.
+- **MOTChallenge**: ``SEQ/seqinfo.ini``, ``SEQ/img1/000001.jpg``, ``SEQ/gt/gt.txt`` with rows
+  ``frame,id,x,y,w,h[,conf,class,visibility]`` (pixels; class 1-based into the dataset's class names,
+  default 1). Rows may come in any order (MOTChallenge files are sorted by identity); they are grouped
+  by frame. Rows with ``conf == 0`` are "not considered" by the MOTChallenge convention and are left out
+  silently. Boxes are amodal in MOTChallenge, so overshoot of the image border is clipped, not reported.
+
+Identities are made dataset-global by :class:`IdentityMap`: MOT ids are scoped by sequence, COCO
+``track_id`` and JDE ids by dataset part.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unified.data.records import ImageRecord
+from unified.data.validate import ProblemLog, check_box, check_image, is_integer_value
+
+IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+class IdentityMap:
+    """Maps ``(scope, raw id)`` to dataset-global identities ``0..N-1`` in order of first use."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[str, int], int] = {}
+
+    def lookup(self, scope: str, raw_id: int) -> int:
+        """The global identity of ``raw_id`` in ``scope``, allocated on first use."""
+        key = (scope, int(raw_id))
+        if key not in self._ids:
+            self._ids[key] = len(self._ids)
+        return self._ids[key]
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+def _record(
+    path: Path,
+    size: tuple[int, int],
+    rows: list[tuple[np.ndarray, int, int]],
+    label_kinds: Iterable[str],
+    **extra: Any,
+) -> ImageRecord:
+    boxes = np.stack([r[0] for r in rows]) if rows else np.zeros((0, 4), np.float32)
+    return ImageRecord(
+        path=str(path),
+        width=size[0],
+        height=size[1],
+        boxes=boxes,
+        classes=[r[1] for r in rows],
+        identities=[r[2] for r in rows],
+        label_kinds=frozenset(label_kinds),
+        **extra,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- COCO
+
+
+def read_coco(
+    ann_file: Path,
+    image_dir: Path,
+    class_names: Sequence[str],
+    image_label_names: Sequence[str],
+    label_kinds: Sequence[str],
+    log: ProblemLog,
+    *,
+    part: str = "",
+    identities: IdentityMap | None = None,
+    check_images: bool = True,
+) -> list[ImageRecord]:
+    """Read a COCO JSON file.
+
+    Args:
+        ann_file: The JSON file.
+        image_dir: Folder that ``file_name`` is relative to.
+        class_names: Dataset classes; categories are matched by name.
+        image_label_names: Names that ``"labels"`` entries may use.
+        label_kinds: Kinds this part declares; ``track_id`` is read only with ``identities``, ``labels``
+            only with ``image_labels``.
+        log: Where problems go.
+        part: Name of the dataset part (identity scope).
+        identities: Global identity allocator (a fresh one when None).
+        check_images: Check every image's header and size (cheap, but touches every file).
+
+    Returns:
+        One record per valid image, in the file's order.
+    """
+    identities = identities if identities is not None else IdentityMap()
+    try:
+        data = json.loads(Path(ann_file).read_text())
+    except (OSError, ValueError) as exc:
+        log.add("bad_file", str(ann_file), f"cannot read COCO JSON: {exc}", skips="image")
+        return []
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        log.add("bad_file", str(ann_file), "not a COCO file: no 'images' list", skips="image")
+        return []
+    class_index = {name: i for i, name in enumerate(class_names)}
+    label_index = {name: i for i, name in enumerate(image_label_names)}
+    categories: dict[Any, str] = {}
+    for i, cat in enumerate(data.get("categories") or []):
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+            log.add("bad_file", f"{ann_file}: categories[{i}]", "a category needs 'id' and 'name'")
+            continue
+        categories[cat["id"]] = str(cat["name"])
+    wants_ids = "identities" in label_kinds
+    wants_labels = "image_labels" in label_kinds
+
+    images: dict[Any, tuple[int, dict]] = {}
+    for i, entry in enumerate(data["images"]):
+        where = f"{ann_file}: images[{i}]"
+        if not isinstance(entry, dict) or "id" not in entry or "file_name" not in entry:
+            log.add("bad_file", where, "an image entry needs 'id' and 'file_name'", skips="image")
+            continue
+        if entry["id"] in images:
+            log.add("bad_file", where, f"image id {entry['id']} appears twice", skips="image")
+            continue
+        images[entry["id"]] = (i, entry)
+
+    per_image: dict[Any, list[tuple[str, dict]]] = defaultdict(list)
+    for j, ann in enumerate(data.get("annotations") or []):
+        ident = ann.get("id", None) if isinstance(ann, dict) else None
+        where = f"{ann_file}: annotation id {ident}" if ident is not None else f"{ann_file}: annotations[{j}]"
+        if not isinstance(ann, dict) or ann.get("image_id") not in images:
+            image_id = ann.get("image_id") if isinstance(ann, dict) else None
+            log.add("bad_row", where, f"refers to image id {image_id!r}, which is not in 'images'")
+            continue
+        per_image[ann["image_id"]].append((where, ann))
+
+    records = []
+    for image_id, (i, entry) in images.items():
+        where = f"{ann_file}: images[{i}] (id {image_id}, {entry['file_name']})"
+        path = Path(image_dir) / str(entry["file_name"])
+        expected = None
+        if is_integer_value(entry.get("width")) and is_integer_value(entry.get("height")):
+            expected = (int(entry["width"]), int(entry["height"]))
+        if check_images or expected is None:
+            size = check_image(path, where, log, expected)
+            if size is None:
+                continue
+        else:
+            size = expected
+        rows: list[tuple[np.ndarray, int, int]] = []
+        if "boxes" in label_kinds:
+            seen_ids: set[int] = set()
+            for ann_where, ann in per_image.get(image_id, []):
+                if ann.get("iscrowd", 0):
+                    continue
+                row = _coco_annotation(ann, ann_where, size, categories, class_index, log)
+                if row is None:
+                    continue
+                box, cls = row
+                identity = -1
+                if wants_ids:
+                    raw = ann.get("track_id")
+                    if raw is not None and raw != -1:
+                        if not is_integer_value(raw) or raw < 0:
+                            log.add("invalid_identity", ann_where, f"track_id {raw!r} is not an integer >= 0")
+                            continue
+                        if int(raw) in seen_ids:
+                            log.add(
+                                "invalid_identity", ann_where, f"track_id {raw} appears twice in one image"
+                            )
+                            continue
+                        seen_ids.add(int(raw))
+                        identity = identities.lookup(part, int(raw))
+                rows.append((box, cls, identity))
+        kinds = set(label_kinds)
+        labels: list[int] = []
+        if wants_labels:
+            raw_labels = entry.get("labels")
+            if not isinstance(raw_labels, list):
+                log.add(
+                    "missing_labels",
+                    where,
+                    "the part declares image_labels but this image has no 'labels' list",
+                )
+                kinds.discard("image_labels")
+            else:
+                for name in raw_labels:
+                    if name not in label_index:
+                        log.add(
+                            "unknown_label",
+                            where,
+                            f"image label {name!r} is not one of {list(image_label_names)}",
+                        )
+                        continue
+                    labels.append(label_index[name])
+        record = _record(path, size, rows, kinds, part=part, source_id=_int_or(image_id, -1))
+        record.image_labels = np.array(sorted(set(labels)), dtype=np.int64)
+        records.append(record)
+    return records
+
+
+def _int_or(value: Any, default: int) -> int:
+    return int(value) if is_integer_value(value) else default
+
+
+def _coco_annotation(
+    ann: dict,
+    where: str,
+    size: tuple[int, int],
+    categories: dict[Any, str],
+    class_index: dict[str, int],
+    log: ProblemLog,
+) -> tuple[np.ndarray, int] | None:
+    category = ann.get("category_id")
+    if category not in categories:
+        log.add("unknown_class", where, f"category_id {category!r} is not in 'categories'")
+        return None
+    name = categories[category]
+    if name not in class_index:
+        log.add(
+            "unknown_class", where, f"category {name!r} (id {category}) is not one of {list(class_index)}"
+        )
+        return None
+    bbox = ann.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        log.add("bad_row", where, f"bbox {bbox!r} is not a list of 4 numbers [x, y, w, h]")
+        return None
+    x, y, w, h = (float(v) for v in bbox)
+    box = check_box((x, y, x + w, y + h), size[0], size[1], where, log)
+    if box is None:
+        return None
+    return box, class_index[name]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# ------------------------------------------------------------------------------------------ YOLO/JDE
+
+
+def list_images(sources: Sequence[Path], log: ProblemLog, where: str) -> list[Path]:
+    """Image files from folders (searched recursively), ``.txt`` lists or single image paths.
+
+    Lines of a list file are relative to the list file's folder unless absolute (``./`` allowed).
+    """
+    found: list[Path] = []
+    for source in sources:
+        source = Path(source)
+        if source.is_dir():
+            found.extend(sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif source.suffix.lower() == ".txt" and source.is_file():
+            for line in source.read_text().splitlines():
+                line = line.strip()
+                if line:
+                    path = Path(line)
+                    found.append(path if path.is_absolute() else source.parent / path)
+        elif source.suffix.lower() in IMAGE_SUFFIXES and source.exists():
+            found.append(source)
+        else:
+            log.add(
+                "bad_file",
+                where,
+                f"{source} is neither an image folder, a .txt list nor an image",
+                skips="image",
+            )
+    return found
+
+
+def label_path_for(image: Path, label_dir_name: str) -> Path:
+    """The label file of an image: the last ``images`` folder of its path replaced, suffix ``.txt``."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = label_dir_name
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def _read_txt_labels(
+    image_paths: Sequence[Path],
+    class_names: Sequence[str],
+    label_kinds: Sequence[str],
+    log: ProblemLog,
+    *,
+    with_identity: bool,
+    label_dir_name: str,
+    part: str,
+    identities: IdentityMap,
+) -> list[ImageRecord]:
+    nc = len(class_names)
+    columns = 6 if with_identity else 5
+    layout = "class identity xc yc w h" if with_identity else "class xc yc w h"
+    records = []
+    for image in image_paths:
+        size = check_image(image, str(image), log)
+        if size is None:
+            continue
+        width, height = size
+        label_file = label_path_for(image, label_dir_name)
+        rows: list[tuple[np.ndarray, int, int]] = []
+        lines = label_file.read_text().splitlines() if label_file.is_file() else []
+        seen_ids: set[int] = set()
+        for number, line in enumerate(lines, start=1):
+            where = f"{label_file}:{number}"
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != columns:
+                log.add("bad_row", where, f"expected {columns} values ({layout}), found {len(fields)}")
+                continue
+            try:
+                values = [float(v) for v in fields]
+            except ValueError:
+                log.add("bad_row", where, f"values must be numbers: {line.strip()!r}")
+                continue
+            cls = values[0]
+            if not is_integer_value(cls) or not 0 <= cls < nc:
+                log.add("unknown_class", where, f"class {fields[0]} is not in 0..{nc - 1}")
+                continue
+            identity = -1
+            if with_identity:
+                raw = values[1]
+                if not is_integer_value(raw) or raw < -1:
+                    log.add("invalid_identity", where, f"identity {fields[1]} is not an integer >= -1")
+                    continue
+                if raw >= 0:
+                    if int(raw) in seen_ids:
+                        log.add("invalid_identity", where, f"identity {int(raw)} appears twice in one image")
+                        continue
+                    seen_ids.add(int(raw))
+                    if "identities" in label_kinds:
+                        identity = identities.lookup(part, int(raw))
+            xc, yc, w, h = values[-4:]
+            xc, w = xc * width, w * width
+            yc, h = yc * height, h * height
+            box = check_box((xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2), width, height, where, log)
+            if box is None:
+                continue
+            rows.append((box, int(cls), identity))
+        records.append(_record(image, size, rows, label_kinds, part=part))
+    return records
+
+
+def read_yolo(
+    sources: Sequence[Path],
+    class_names: Sequence[str],
+    label_kinds: Sequence[str],
+    log: ProblemLog,
+    *,
+    part: str = "",
+) -> list[ImageRecord]:
+    """Read YOLO txt labels for images listed by folders or ``.txt`` files (see :func:`list_images`)."""
+    images = list_images(sources, log, f"part {part!r}")
+    return _read_txt_labels(
+        images,
+        class_names,
+        label_kinds,
+        log,
+        with_identity=False,
+        label_dir_name="labels",
+        part=part,
+        identities=IdentityMap(),
+    )
+
+
+def read_jde(
+    sources: Sequence[Path],
+    class_names: Sequence[str],
+    label_kinds: Sequence[str],
+    log: ProblemLog,
+    *,
+    part: str = "",
+    identities: IdentityMap | None = None,
+) -> list[ImageRecord]:
+    """Read JDE ``labels_with_ids`` txt labels (``class identity xc yc w h``, normalised)."""
+    images = list_images(sources, log, f"part {part!r}")
+    return _read_txt_labels(
+        images,
+        class_names,
+        label_kinds,
+        log,
+        with_identity=True,
+        label_dir_name="labels_with_ids",
+        part=part,
+        identities=identities if identities is not None else IdentityMap(),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ MOT
+
+
+def find_sequences(root: Path) -> list[Path]:
+    """MOTChallenge sequence folders: ``root`` itself if it holds ``seqinfo.ini``, else its children."""
+    root = Path(root)
+    if (root / "seqinfo.ini").is_file():
+        return [root]
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "seqinfo.ini").is_file())
+
+
+def read_seqinfo(seq_dir: Path, log: ProblemLog) -> dict[str, Any] | None:
+    """Parse ``seqinfo.ini``: ``name``, ``im_dir``, ``length``, ``width``, ``height``, ``ext``."""
+    ini = Path(seq_dir) / "seqinfo.ini"
+    parser = configparser.ConfigParser()
+    try:
+        parser.read_string(ini.read_text())
+        section = parser["Sequence"]
+        info = {
+            "name": section.get("name", Path(seq_dir).name),
+            "im_dir": section.get("imDir", "img1"),
+            "length": int(section["seqLength"]),
+            "width": int(section["imWidth"]),
+            "height": int(section["imHeight"]),
+            "ext": section.get("imExt", ".jpg"),
+            "frame_rate": float(section.get("frameRate", "30")),
+        }
+    except (OSError, configparser.Error, KeyError, ValueError) as exc:
+        log.add(
+            "bad_file",
+            str(ini),
+            f"cannot read seqinfo.ini (needs [Sequence] seqLength, imWidth, imHeight): {exc!r}",
+            skips="image",
+        )
+        return None
+    return info
+
+
+def read_mot(
+    root: Path,
+    class_names: Sequence[str],
+    label_kinds: Sequence[str],
+    log: ProblemLog,
+    *,
+    part: str = "",
+    identities: IdentityMap | None = None,
+    check_images: bool = True,
+) -> list[ImageRecord]:
+    """Read MOTChallenge sequences under ``root`` (one sequence folder or a folder of them).
+
+    Returns:
+        One record per frame with a valid image, sequences in name order, frames in order.
+    """
+    identities = identities if identities is not None else IdentityMap()
+    sequences = find_sequences(root)
+    if not sequences:
+        log.add(
+            "bad_file",
+            str(root),
+            "no MOTChallenge sequence (a folder with seqinfo.ini) found here",
+            skips="image",
+        )
+        return []
+    records = []
+    for seq_dir in sequences:
+        info = read_seqinfo(seq_dir, log)
+        if info is None:
+            continue
+        name, length = str(info["name"]), int(info["length"])
+        frames: dict[int, tuple[Path, tuple[int, int]]] = {}
+        for frame in range(1, length + 1):
+            path = seq_dir / info["im_dir"] / f"{frame:06d}{info['ext']}"
+            expected = (info["width"], info["height"])
+            size = (
+                check_image(path, f"{seq_dir / 'seqinfo.ini'}: frame {frame}", log, expected)
+                if check_images
+                else expected
+            )
+            if size is not None:
+                frames[frame] = (path, size)
+        rows: dict[int, list[tuple[np.ndarray, int, int]]] = defaultdict(list)
+        if "boxes" in label_kinds:
+            gt = seq_dir / "gt" / "gt.txt"
+            if not gt.is_file():
+                log.add(
+                    "bad_file",
+                    str(gt),
+                    "the part declares boxes but the sequence has no gt/gt.txt",
+                    skips="image",
+                )
+                continue
+            parsed = _parse_mot_gt(gt, length, len(class_names), log)
+            for frame, raw_id, box_xywh, cls, where in parsed:
+                if frame not in frames:
+                    continue  # its image is missing or corrupt, already reported
+                width, height = frames[frame][1]
+                x, y, w, h = box_xywh
+                box = check_box((x, y, x + w, y + h), width, height, where, log, clip_outside=True)
+                if box is None:
+                    continue
+                identity = identities.lookup(f"{part}/{name}", raw_id) if "identities" in label_kinds else -1
+                rows[frame].append((box, cls, identity))
+        for frame, (path, size) in frames.items():
+            records.append(
+                _record(path, size, rows.get(frame, []), label_kinds, part=part, sequence=name, frame=frame)
+            )
+    return records
+
+
+def _parse_mot_gt(
+    gt: Path, length: int, nc: int, log: ProblemLog
+) -> list[tuple[int, int, tuple[float, float, float, float], int, str]]:
+    """Rows of a gt.txt, validated and sorted by (frame, id); each with its ``file:line``."""
+    parsed = []
+    seen: dict[tuple[int, int], int] = {}
+    columns: int | None = None
+    for number, line in enumerate(gt.read_text().splitlines(), start=1):
+        where = f"{gt}:{number}"
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) < 6:
+            log.add(
+                "bad_row",
+                where,
+                f"{len(fields)} columns; gt.txt rows need frame,id,x,y,w,h[,conf,class,visibility]",
+            )
+            continue
+        if columns is None:
+            columns = len(fields)
+        elif len(fields) != columns:
+            log.add("bad_row", where, f"{len(fields)} columns where the file's first row has {columns}")
+            continue
+        try:
+            values = [float(v) for v in fields]
+        except ValueError:
+            log.add("bad_row", where, f"values must be numbers: {line.strip()!r}")
+            continue
+        frame, raw_id = values[0], values[1]
+        if len(values) >= 7 and values[6] == 0:
+            continue  # conf 0: "not considered" by the MOTChallenge convention
+        if not is_integer_value(frame) or not 1 <= frame <= length:
+            log.add("frame_out_of_range", where, f"frame {fields[0]} is not in 1..{length} (seqLength)")
+            continue
+        if not is_integer_value(raw_id) or raw_id < 0:
+            log.add("invalid_identity", where, f"id {fields[1]} is not an integer >= 0")
+            continue
+        cls = values[7] if len(values) >= 8 else 1.0
+        if not is_integer_value(cls) or not 1 <= cls <= nc:
+            log.add("unknown_class", where, f"class {fields[7]} is not in 1..{nc} (1-based)")
+            continue
+        box = (values[2], values[3], values[4], values[5])
+        if not all(math.isfinite(v) for v in box):
+            log.add("box_not_finite", where, f"box {fields[2:6]} has a NaN or infinite value")
+            continue
+        key = (int(frame), int(raw_id))
+        if key in seen:
+            log.add(
+                "invalid_identity",
+                where,
+                f"id {key[1]} appears twice in frame {key[0]} (first at line {seen[key]})",
+            )
+            continue
+        seen[key] = number
+        parsed.append((int(frame), int(raw_id), box, int(cls) - 1, where))
+    parsed.sort(key=lambda row: (row[0], row[1]))
+    return parsed
+
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "IdentityMap",
+    "find_sequences",
+    "label_path_for",
+    "list_images",
+    "read_coco",
+    "read_jde",
+    "read_mot",
+    "read_seqinfo",
+]
