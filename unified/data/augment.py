@@ -266,8 +266,18 @@ def warp_image(
     return warped[0] + PAD_VALUE
 
 
-def transform_boxes(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Enclosing xyxy boxes of the four transformed corners of each box (not clipped)."""
+def transform_boxes(
+    boxes: np.ndarray, matrix: np.ndarray, clip_to: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Transform xyxy boxes: the enclosing box of each box's four transformed corners.
+
+    Args:
+        boxes: ``(n, 4)`` xyxy.
+        matrix: 3x3 transform.
+        clip_to: ``(width, height)`` to clip to. A rotated (sheared, perspective) box is clipped as the
+            quadrilateral it becomes, before taking the enclosing box, so that a rotated box cut by the
+            border stays tight; an axis-aligned one is simply clipped.
+    """
     if len(boxes) == 0:
         return np.zeros((0, 4), dtype=np.float64)
     x1, y1, x2, y2 = boxes.T.astype(np.float64)
@@ -276,7 +286,41 @@ def transform_boxes(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     )  # (n, 4, 2)
     homogeneous = np.concatenate([corners, np.ones((*corners.shape[:2], 1))], 2) @ matrix.T
     xy = homogeneous[..., :2] / homogeneous[..., 2:3]
-    return np.concatenate([xy.min(1), xy.max(1)], 1)
+    out = np.concatenate([xy.min(1), xy.max(1)], 1)
+    if clip_to is None:
+        return out
+    width, height = clip_to
+    axis_aligned = matrix[0, 1] == 0 and matrix[1, 0] == 0 and not matrix[2, :2].any()
+    if not axis_aligned:
+        crossing = (out[:, 0] < 0) | (out[:, 1] < 0) | (out[:, 2] > width) | (out[:, 3] > height)
+        for i in np.nonzero(crossing)[0]:
+            polygon = _clip_polygon(xy[i], width, height)
+            out[i] = np.concatenate([polygon.min(0), polygon.max(0)]) if len(polygon) else 0.0
+    return _clip(out, width, height)
+
+
+def _clip_polygon(points: np.ndarray, width: float, height: float) -> np.ndarray:
+    """Sutherland-Hodgman: a convex polygon ``(k, 2)`` cut to the rectangle ``[0, width] x [0, height]``."""
+    polygon = [tuple(p) for p in points]
+    for axis, limit, keep_below in ((0, 0.0, False), (0, width, True), (1, 0.0, False), (1, height, True)):
+
+        def inside(
+            p: tuple[float, float], axis: int = axis, limit: float = limit, below: bool = keep_below
+        ) -> bool:
+            return p[axis] <= limit if below else p[axis] >= limit
+
+        result = []
+        for j, current in enumerate(polygon):
+            previous = polygon[j - 1]
+            if inside(current) != inside(previous):
+                t = (limit - previous[axis]) / (current[axis] - previous[axis])
+                result.append(tuple(previous[k] + t * (current[k] - previous[k]) for k in range(2)))
+            if inside(current):
+                result.append(current)
+        polygon = result
+        if not polygon:
+            break
+    return np.array(polygon, dtype=np.float64).reshape(-1, 2)
 
 
 def box_candidates(
@@ -358,7 +402,7 @@ def warp_pieces(
     image = warp_image(canvas, matrix, (out_size, out_size))
     classes = np.concatenate([p.classes for p in pieces])
     identities = np.concatenate([p.identities for p in pieces])
-    clipped = _clip(transform_boxes(boxes, matrix), out_size, out_size)
+    clipped = transform_boxes(boxes, matrix, clip_to=(out_size, out_size))
     gain = math.sqrt(abs(np.linalg.det(matrix[:2, :2])))
     keep = box_candidates(boxes * gain, clipped) if len(boxes) else np.zeros(0, bool)
     moved = _clip(transform_boxes(regions, matrix), out_size, out_size)

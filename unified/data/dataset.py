@@ -118,21 +118,35 @@ class MultiTaskDataset(Dataset):
         # Drawn from torch's generator: seeded per worker by the DataLoader, different every epoch.
         return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
-    def _partners(self, index: int, count: int, rng: np.random.Generator) -> list[int]:
+    def _partners(
+        self, index: int, count: int, rng: np.random.Generator, exclude: Sequence[int] = ()
+    ) -> list[int]:
+        """``count`` images of ``index``'s label-kind group, distinct from each other, from ``index`` and from
+        ``exclude`` while the group is large enough (so an identity never appears twice in one image)."""
         group = self._group_of[index]
-        return [group[int(i)] for i in rng.integers(0, len(group), count)]
+        taken = {index, *exclude}
+        if len(group) < count + len(taken):
+            return [group[int(i)] for i in rng.integers(0, len(group), count)]
+        chosen: list[int] = []
+        while len(chosen) < count:
+            candidate = group[int(rng.integers(0, len(group)))]
+            if candidate not in taken:
+                taken.add(candidate)
+                chosen.append(candidate)
+        return chosen
 
-    def _mosaic(self, index: int, rng: np.random.Generator) -> Augmented:
-        indices = [index, *self._partners(index, 3, rng)]
+    def _mosaic(self, indices: Sequence[int], rng: np.random.Generator) -> Augmented:
         order = rng.permutation(4)  # the main image lands in any quadrant
         pieces = [self.load_piece(indices[i])[0] for i in order]
         return aug.mosaic(pieces, self.hyp, rng, self.img_size, self.nc)
 
     def _train_sample(self, index: int, rng: np.random.Generator) -> Augmented:
         if rng.random() < self.hyp.mosaic:
-            sample = self._mosaic(index, rng)
+            first = [index, *self._partners(index, 3, rng)]
+            sample = self._mosaic(first, rng)
             if rng.random() < self.hyp.mixup:
-                sample = aug.mixup(sample, self._mosaic(self._partners(index, 1, rng)[0], rng), rng)
+                second = self._partners(index, 4, rng, exclude=first)
+                sample = aug.mixup(sample, self._mosaic(second, rng), rng)
         else:
             sample = aug.single(self.load_piece(index)[0], self.hyp, rng, self.img_size, self.nc)
         return aug.photometric_and_flips(sample, self.hyp, rng)
