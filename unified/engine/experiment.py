@@ -106,7 +106,7 @@ class TrainConfig:
 class ExperimentConfig:
     """Everything a run needs; the resolved copy is written to ``RUN/config.yaml``."""
 
-    model: str = "configs/models/yolor-p6-paper.yaml"
+    model: str | dict[str, Any] = "configs/models/yolor-p6-paper.yaml"  # a model YAML path, or its content
     data: str = ""
     tasks: list[str] = field(default_factory=lambda: ["detect"])
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)

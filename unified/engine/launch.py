@@ -19,6 +19,7 @@ from unified.engine.checkpoint import CheckpointError, load_safe, require_format
 from unified.engine.default_hooks import CheckpointHook, EvaluationHook, LoggerHook, TimeBudgetHook
 from unified.engine.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from unified.engine.experiment import ExperimentConfig
+from unified.engine.hooks import Hook
 from unified.engine.trainer import Trainer, seed_everything
 from unified.model import build_model, model_meta
 from unified.registry import import_plugins
@@ -114,18 +115,29 @@ def prepare_synthetic(cfg: ExperimentConfig, dist_info: DistInfo) -> None:
 
 
 def run_training(
-    cfg: ExperimentConfig, resume_from: Path | None = None, progress: bool = True
+    cfg: ExperimentConfig,
+    resume_from: Path | None = None,
+    progress: bool = True,
+    extra_hooks: Sequence[Hook] = (),
 ) -> tuple[Path, dict[str, dict[str, float]]]:
-    """Train and evaluate as ``cfg`` says; returns the run folder and the final per-task metrics."""
+    """Train and evaluate as ``cfg`` says; returns the run folder and the final per-task metrics.
+
+    ``extra_hooks`` run before the built-in ones (time budget, evaluation, checkpoint, logger).
+    """
     dist_info, device = init_distributed(cfg.train.device)
     try:
-        return _run(cfg, dist_info, device, resume_from, progress)
+        return _run(cfg, dist_info, device, resume_from, progress, extra_hooks)
     finally:
         cleanup()
 
 
 def _run(
-    cfg: ExperimentConfig, dist_info: DistInfo, device: torch.device, resume_from: Path | None, progress: bool
+    cfg: ExperimentConfig,
+    dist_info: DistInfo,
+    device: torch.device,
+    resume_from: Path | None,
+    progress: bool,
+    extra_hooks: Sequence[Hook],
 ) -> tuple[Path, dict[str, dict[str, float]]]:
     import_plugins(cfg.plugins)
     tasks = resolve_tasks(cfg.tasks)
@@ -200,6 +212,7 @@ def _run(
     meta = model_meta(model, cfg.task_options, cfg.implicit_share)
     meta["plugins"] = list(cfg.plugins)
     hooks = [
+        *extra_hooks,
         TimeBudgetHook(cfg.train.time_budget_min),
         EvaluationHook(val_loader),
         CheckpointHook(run_dir, meta),

@@ -347,9 +347,6 @@ class Trainer:
             s.epoch_iteration += 1
             if s.stop:
                 break
-        means = s.epoch_means()
-        if all(f"{t}/total" in means for t in self.balancer.tasks):
-            self.balancer.epoch_end({t: means[f"{t}/total"] for t in self.balancer.tasks})
         s.epoch += 1
 
     def run_step(self, batch: dict[str, Any]) -> None:
@@ -400,8 +397,17 @@ class Trainer:
         for key, value in logs.items():
             s.epoch_sums[key] = s.epoch_sums.get(key, 0.0) + value
         s.epoch_count += 1
+        self._end_of_epoch_balancing()
         for hook in self.hooks:
             hook.after_step(self)
+
+    def _end_of_epoch_balancing(self) -> None:
+        """Epoch-level balancer update, before the end-of-epoch hooks so checkpoints include it."""
+        if not self.state.end_of_epoch:
+            return
+        means = self.state.epoch_means()
+        if all(f"{t}/total" in means for t in self.balancer.tasks):
+            self.balancer.epoch_end({t: means[f"{t}/total"] for t in self.balancer.tasks})
 
     def _optimizer_step(self) -> bool:
         """Unscale, clip, check gradients, step. Returns False (and drops the gradients) if any is non-finite."""
@@ -445,6 +451,7 @@ class Trainer:
                 "stopping. The last good checkpoint (weights/last.pt) is intact. Lower optim.lr0, check the "
                 "data, or try train.precision=fp32."
             )
+        self._end_of_epoch_balancing()
         for hook in self.hooks:
             hook.after_step(self)
 

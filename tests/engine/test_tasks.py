@@ -1,0 +1,112 @@
+"""The task contract, generated from the registry: every registered task builds, trains and predicts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.conftest import make_batch
+from unified.engine.balancers import build_balancer
+from unified.engine.evaluate import predict
+from unified.engine.trainer import TrainingModule
+from unified.model import build_model
+from unified.registry import RegistryError
+from unified.task import TASKS, resolve_tasks
+
+PLUGIN = "tests.plugins.counting_task"
+
+
+def all_tasks() -> list[str]:
+    import importlib
+
+    importlib.import_module(PLUGIN)
+    return TASKS.names()
+
+
+@pytest.mark.parametrize("task", all_tasks())
+def test_task_contract(task, tiny_model_cfg, tiny_info):
+    torch.manual_seed(0)
+    model = build_model(tiny_model_cfg, tasks=[task], info=tiny_info, plugins=[PLUGIN])
+    assert list(model.tasks) == resolve_tasks([task]) and task in model.tasks
+    module = TrainingModule(model, build_balancer("fixed", list(model.tasks), {}, {}))
+    batch = make_batch(tiny_info, size=96)
+    total, task_totals, terms = module(batch)
+    assert set(task_totals) == set(model.tasks)
+    for name, task_terms in terms.items():
+        assert task_terms, name
+        for term, value in task_terms.items():
+            assert value.ndim == 0 and math.isfinite(value.item()), (name, term)
+    total.backward()
+    head_grads = [p.grad for p in model.heads[task].parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in head_grads)
+    assert any(g.abs().sum() > 0 for g in head_grads)
+    model.eval()
+    with torch.no_grad():
+        predictions = predict(model, batch["images"], batch["meta"])
+        assert set(predictions) == set(model.tasks)
+        assert all(len(p) == 4 for p in predictions.values())
+        evaluators = {name: t.make_evaluator() for name, t in model.tasks.items()}
+        for evaluator in evaluators.values():
+            evaluator.update(predictions, batch)
+        metrics = {name: e.compute() for name, e in evaluators.items()}
+    assert all(isinstance(m, dict) and m for m in metrics.values())
+
+
+@pytest.mark.parametrize("task", ["jdc", "jde"])
+def test_a_batch_without_the_tasks_labels_gives_zero_with_a_gradient_path(task, tiny_model_cfg, tiny_info):
+    model = build_model(tiny_model_cfg, tasks=[task], info=tiny_info)
+    kind = model.tasks[task].label_kinds[0]
+    masks = {k: torch.ones(4, dtype=torch.bool) for k in ("boxes", "image_labels", "identities")}
+    masks[kind] = torch.zeros(4, dtype=torch.bool)
+    batch = make_batch(tiny_info, size=96, label_masks=masks)
+    module = TrainingModule(model, build_balancer("fixed", list(model.tasks), {}, {}))
+    _, task_totals, _ = module(batch)
+    assert task_totals[task].item() == 0.0
+    task_totals[task].backward()
+    # Every head parameter is reached (zero gradient), so DDP's reduction never waits for it.
+    assert all(p.grad is not None for p in model.heads[task].parameters())
+
+
+def test_losses_cover_only_labelled_images(tiny_model_cfg, tiny_info):
+    torch.manual_seed(0)
+    model = build_model(tiny_model_cfg, tasks=["jdc"], info=tiny_info)
+    module = TrainingModule(model, build_balancer("fixed", list(model.tasks), {}, {}))
+    batch = make_batch(tiny_info, size=96)
+    half = {k: torch.tensor([True, True, False, False]) for k in ("boxes", "image_labels", "identities")}
+    _, full, _ = module(batch)
+    _, partial, _ = module({**batch, "label_mask": half})
+    # The image-level loss is a per-image sum: dropping two images' labels drops their share only.
+    per_image = torch.nn.functional.binary_cross_entropy_with_logits(
+        model(batch["images"])["jdc"]["logits"], batch["image_labels"], reduction="none"
+    ).mean(1)
+    assert partial["jdc"].item() == pytest.approx(per_image[:2].sum().item(), rel=1e-5)
+    assert full["jdc"].item() == pytest.approx(per_image.sum().item(), rel=1e-5)
+
+
+def test_jdc_and_jde_share_one_detection_head(tiny_model_cfg, tiny_info):
+    model = build_model(tiny_model_cfg, tasks=["jdc", "jde"], info=tiny_info)
+    assert list(model.tasks) == ["detect", "jdc", "jde"]
+    assert list(model.heads) == ["detect", "jdc", "jde"]
+
+
+def test_unknown_task_lists_registered(tiny_model_cfg, tiny_info):
+    with pytest.raises(RegistryError, match=r"unknown task 'detcet'.*Did you mean 'detect'"):
+        build_model(tiny_model_cfg, tasks=["detcet"], info=tiny_info)
+
+
+def test_jde_without_identities_is_a_clear_error(tiny_model_cfg):
+    from unified.task import DatasetInfo
+
+    info = DatasetInfo(class_names=["a"], num_identities=0)
+    with pytest.raises(ValueError, match="needs training data with identities"):
+        build_model(tiny_model_cfg, tasks=["jde"], info=info)
+
+
+def test_shared_implicit_tensor_between_tasks(tiny_model_cfg, tiny_info):
+    model = build_model(
+        tiny_model_cfg, tasks=["detect", "jde"], info=tiny_info, implicit_share={"jde.im.0": "jde.im.1"}
+    )
+    names = [n for n, _ in model.named_parameters() if n.startswith("bank.jde.im")]
+    assert names == ["bank.jde.im.1.implicit"]
