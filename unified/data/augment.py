@@ -133,12 +133,14 @@ class Augmented:
 
     def to_uint8(self) -> torch.Tensor:
         """The image as uint8 ``(3, H, W)``."""
-        return self.image.round().clamp_(0, 255).to(torch.uint8)
+        return (self.image + 0.5).clamp_(0, 255).to(torch.uint8)  # +0.5 then truncation rounds
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """``(h, w, 3)`` uint8 to float ``(3, h, w)`` in ``0..255``."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))
+    if not image.flags.writeable:  # arrays that share PIL's buffer are read-only; torch wants writable
+        image = image.copy()
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
 
 
 # --------------------------------------------------------------------------------------- resizing
@@ -155,7 +157,7 @@ def resize_long_side(piece: Piece, size: int) -> tuple[Piece, float]:
     if max(w, h) == size:
         return piece, 1.0
     new_w, new_h = max(1, round(w * gain)), max(1, round(h * gain))
-    image = np.asarray(Image.fromarray(piece.image).resize((new_w, new_h), Image.BILINEAR))
+    image = np.array(Image.fromarray(piece.image).resize((new_w, new_h), Image.BILINEAR))
     boxes = piece.boxes * np.array([new_w / w, new_h / h, new_w / w, new_h / h])
     return Piece(image, boxes, piece.classes, piece.identities, piece.labels, piece.has_boxes), gain
 
@@ -235,26 +237,21 @@ def warp_image(
         inverse[1] -= y0 * inverse[2]
         in_h, in_w = y1 - y0, x1 - x0
     source = to_tensor(image) if isinstance(image, np.ndarray) else image.float()
-    xs = torch.arange(out_w, dtype=torch.float64) + 0.5
-    ys = torch.arange(out_h, dtype=torch.float64) + 0.5
-    inv = torch.from_numpy(inverse)
-    norm = torch.tensor([2.0 / in_w, 2.0 / in_h], dtype=torch.float64)
+    xs = torch.arange(out_w, dtype=torch.float32) + 0.5
+    ys = torch.arange(out_h, dtype=torch.float32) + 0.5
+    norm = np.array([2.0 / in_w, 2.0 / in_h])
     if affine:  # separable: two broadcast sums instead of a per-pixel matrix product
-        grid = (inv[:2, 0] * norm)[None, None] * xs[None, :, None] + (inv[:2, 1] * norm)[None, None] * ys[
-            :, None, None
-        ]
-        grid = grid + (inv[:2, 2] * norm - 1.0)
+        along_x = torch.from_numpy(inverse[:2, 0] * norm).float()
+        along_y = torch.from_numpy(inverse[:2, 1] * norm).float()
+        offset = torch.from_numpy(inverse[:2, 2] * norm - 1.0).float()
+        grid = (offset + along_x * xs[None, :, None]) + along_y * ys[:, None, None]
     else:
+        inv = torch.from_numpy(inverse).float()
         points = torch.stack(
-            [
-                xs.expand(out_h, out_w),
-                ys[:, None].expand(out_h, out_w),
-                torch.ones(out_h, out_w, dtype=torch.float64),
-            ],
-            -1,
+            [xs.expand(out_h, out_w), ys[:, None].expand(out_h, out_w), torch.ones(out_h, out_w)], -1
         )
         mapped = points @ inv.T
-        grid = mapped[..., :2] / mapped[..., 2:3] * norm - 1.0
+        grid = mapped[..., :2] / mapped[..., 2:3] * torch.from_numpy(norm).float() - 1.0
     # Zero padding of (image - fill) gives the grey border, blended bilinearly at the edges.
     warped = torch.nn.functional.grid_sample(
         (source - PAD_VALUE)[None],

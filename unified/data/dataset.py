@@ -90,7 +90,7 @@ class MultiTaskDataset(Dataset):
         if max(w, h) != self.img_size:
             gain = self.img_size / max(w, h)
             image = image.resize((max(1, round(w * gain)), max(1, round(h * gain))), Image.BILINEAR)
-        return np.asarray(image)
+        return np.array(image)  # a writable copy, not a view of PIL's buffer
 
     def load_piece(self, index: int) -> tuple[Piece, float]:
         """The record's image resized so its longer side is ``img_size``, with boxes in its pixels.
