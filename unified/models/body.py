@@ -110,6 +110,11 @@ class Body(nn.Module, Fusable):
                 block_cls = BLOCKS.get(name)
             except RegistryError as exc:
                 raise ConfigError(f"{cfg.where(key)}: {exc}") from None
+            if block_cls.multi_input != isinstance(src, list) and not (
+                block_cls.multi_input and len(froms) == 1
+            ):
+                wanted = "a list of layers" if block_cls.multi_input else "a single layer"
+                raise ConfigError(f"{cfg.where(key)}: {name} reads {wanted}, got 'from' {src!r}")
             in_channels = [cfg.input_channels if j < 0 else channels[j] for j in absolute]
             in_strides = {Fraction(1) if j < 0 else strides[j] for j in absolute}
             if len(in_strides) > 1:
@@ -119,11 +124,6 @@ class Body(nn.Module, Fusable):
                 raise ConfigError(
                     f"{cfg.where(key)}: {name} reads feature maps of different strides ({shown})"
                 )
-            if block_cls.multi_input != isinstance(src, list) and not (
-                block_cls.multi_input and len(froms) == 1
-            ):
-                wanted = "a list of layers" if block_cls.multi_input else "a single layer"
-                raise ConfigError(f"{cfg.where(key)}: {name} reads {wanted}, got 'from' {src!r}")
             ctx = BuildContext(
                 defaults=defaults,
                 width_multiple=cfg.width_multiple,
@@ -248,8 +248,13 @@ class Body(nn.Module, Fusable):
     def _fold_into_previous(
         self, index: int, readers: dict[int, list[int]], outputs: set[int], op: str, layer: _ImplicitLayer
     ) -> bool:
-        src = self._inputs[index][0]
-        if src < 0 or src in outputs or readers.get(src, []) != [index]:
+        src, reader = self._inputs[index][0], index
+        # Look through rows already folded away (an add right after a folded multiply, for example).
+        while src >= 0 and isinstance(self.layers[src], _FoldedImplicit):
+            if src in outputs or readers.get(src, []) != [reader]:
+                return False
+            src, reader = self._inputs[src][0], src
+        if src < 0 or src in outputs or readers.get(src, []) != [reader]:
             return False
         target = self.layers[src]
         if not isinstance(target, (Conv, PlainConv)) or not target.is_linear:

@@ -32,7 +32,7 @@ def init_detect_biases(
     The priors are added to the convs' default random biases, as in the official code.
     """
     with torch.no_grad():
-        for conv, stride in zip(head.m, head.strides.tolist()):
+        for conv, stride in zip(head.m, head.stride_values):
             bias = conv.bias.view(head.na, head.no)
             bias[:, 4] += math.log(objects_per_image / (image_size / stride) ** 2)
             bias[:, 5:] += math.log(class_prior / max(head.nc - 0.99, 1e-6))
@@ -74,11 +74,13 @@ class IDetectHead(nn.Module, Fusable):
     ) -> None:
         super().__init__()
         levels = len(in_shapes)
-        anchor_tensor = (
-            torch.as_tensor(anchors, dtype=torch.float32).reshape(levels, -1, 2) if levels else None
-        )
-        if anchor_tensor is None or anchor_tensor.shape[0] != levels:
-            raise ValueError(f"IDetectHead needs one anchor list per level: {levels} levels")
+        anchor_tensor = torch.as_tensor(anchors, dtype=torch.float32)
+        if levels == 0 or anchor_tensor.shape[0] != levels or anchor_tensor[0].numel() % 2:
+            raise ValueError(
+                f"IDetectHead needs one anchor list (w, h pairs in pixels) per level: {levels} levels, "
+                f"anchors {anchors!r}"
+            )
+        anchor_tensor = anchor_tensor.reshape(levels, -1, 2)
         if nc < 1:
             raise ValueError(f"IDetectHead needs at least one class, got nc={nc}")
         self.nc = nc
@@ -86,6 +88,7 @@ class IDetectHead(nn.Module, Fusable):
         self.nl = levels
         self.na = anchor_tensor.shape[1]
         self.name = name
+        self.stride_values = [int(s.stride) for s in in_shapes]
         self.register_buffer("anchors", anchor_tensor, persistent=False)
         self.register_buffer(
             "strides",
@@ -171,7 +174,7 @@ class IDetectHead(nn.Module, Fusable):
         return super()._apply(fn, recurse)  # type: ignore[return-value]
 
     def extra_repr(self) -> str:
-        return f"nc={self.nc}, na={self.na}, levels={self.nl}, strides={self.strides.tolist()}"
+        return f"nc={self.nc}, na={self.na}, levels={self.nl}, strides={self.stride_values}"
 
 
 __all__ = ["IDetectHead", "init_detect_biases"]

@@ -28,7 +28,7 @@ class LayerRow:
     repeats: int
     block: str
     params: int
-    channels: int
+    channels: int | None
     stride: str
     args: str
 
@@ -119,7 +119,7 @@ def layer_table(body: nn.Module, heads: dict[str, nn.Module] | None = None) -> l
             )
         )
     for name, head in (heads or {}).items():
-        rows.append(LayerRow(name, "outputs", 1, type(head).__name__, count_params(head), 0, "-", ""))
+        rows.append(LayerRow(name, "outputs", 1, type(head).__name__, count_params(head), None, "-", ""))
     return rows
 
 
@@ -127,7 +127,16 @@ def format_table(rows: list[LayerRow]) -> str:
     """The layer table as aligned text."""
     header = ("layer", "from", "n", "block", "params", "channels", "stride", "args")
     cells = [header] + [
-        (r.index, r.inputs, str(r.repeats), r.block, f"{r.params:,}", str(r.channels), r.stride, r.args)
+        (
+            r.index,
+            r.inputs,
+            str(r.repeats),
+            r.block,
+            f"{r.params:,}",
+            "-" if r.channels is None else str(r.channels),
+            r.stride,
+            r.args,
+        )
         for r in rows
     ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]

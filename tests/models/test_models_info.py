@@ -1,0 +1,92 @@
+"""Model info (parameters, implicit parameters, GFLOPs, layer table) and tools/model_info.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from unified.models import Detector, conv_gflops, count_implicit_params, count_params, model_info
+from unified.models.info import format_table
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "configs" / "models" / "yolor-tiny.yaml"
+
+
+def test_conv_gflops_counts_convolutions_only() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU(), nn.MaxPool2d(2), nn.Conv2d(8, 4, 1)
+    )
+    expected = 2 * (3 * 8 * 9 * 32 * 32 + 8 * 4 * 16 * 16) / 1e9
+    assert abs(conv_gflops(model, 32) - expected) < 1e-12
+    assert model.training  # the count runs in eval mode and restores the mode
+
+
+def test_meta_and_real_counts_agree() -> None:
+    torch.manual_seed(0)
+    model = Detector(TINY, nc=3)
+    meta = conv_gflops(model, 64)
+    assert conv_gflops(nn.Sequential(), 64) == 0.0
+    # The head alone reads bank tensors it does not own: counted on the real device instead of meta.
+    feats_model = _BodyAndHead(model)
+    assert abs(conv_gflops(feats_model, 64) - meta) < 1e-12
+    assert next(model.parameters()).device.type == "cpu"
+
+
+class _BodyAndHead(nn.Module):
+    def __init__(self, model: Detector) -> None:
+        super().__init__()
+        self.body, self.head = model.body, model.head  # the bank stays outside
+
+    def forward(self, x: torch.Tensor) -> dict:
+        return self.head(self.body(x))
+
+
+def test_model_info_and_table() -> None:
+    model = Detector(TINY, nc=3)
+    info = model_info(model, 320, body=model.body, heads={"detect": model.head})
+    assert info.params == count_params(model) and info.implicit_params == count_implicit_params(model) > 0
+    assert len(info.layers) == len(model.body.layers) + 1
+    assert sum(row.params for row in info.layers) + info.implicit_params == info.params
+    text = format_table(info.layers)
+    assert "BottleneckCSPF" in text and "IDetectHead" in text
+
+
+def test_tool_prints_json() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "model_info.py"),
+            str(TINY),
+            "--nc",
+            "3",
+            "--img",
+            "256",
+            "--json",
+            "--fuse",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    data = json.loads(result.stdout)
+    model = Detector(TINY, nc=3)
+    assert data["fused"] and data["implicit_params"] == count_implicit_params(
+        model
+    )  # the bank keeps its tensors
+    assert data["gflops"] > 0 and data["nc"] == 3
+    assert data["params"] < count_params(model)  # BatchNorm folded away
+    assert [s["stride"] for s in data["out_shapes"]] == [8, 16, 32]
+
+
+def test_tool_reports_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("width_multiple", "width_multiplier"))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "model_info.py"), str(bad)], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "Did you mean 'width_multiple'" in result.stderr
