@@ -1,3 +1,14 @@
 """unified: YOLOR-style unified multi-task networks (detection, JDC, JDE) on one shared representation."""
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "build_model", "load"]
+
+
+def __getattr__(name: str):  # noqa: ANN202  (PEP 562: resolved lazily so `import unified` stays light)
+    """``unified.load`` and ``unified.build_model``, imported from :mod:`unified.model` on first use."""
+    if name in ("load", "build_model"):
+        from unified import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'unified' has no attribute {name!r}")
