@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -56,37 +56,34 @@ def test_model_info_and_table() -> None:
     assert "BottleneckCSPF" in text and "IDetectHead" in text
 
 
-def test_tool_prints_json() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools" / "model_info.py"),
-            str(TINY),
-            "--nc",
-            "3",
-            "--img",
-            "256",
-            "--json",
-            "--fuse",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    data = json.loads(result.stdout)
+def _tool():
+    spec = importlib.util.spec_from_file_location("model_info_tool", REPO / "tools" / "model_info.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tool_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code = _tool().main([str(TINY), "--nc", "3", "--img", "256", "--json", "--fuse"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
     model = Detector(TINY, nc=3)
     assert data["fused"] and data["implicit_params"] == count_implicit_params(
         model
     )  # the bank keeps its tensors
-    assert data["gflops"] > 0 and data["nc"] == 3
+    assert abs(data["gflops"] - conv_gflops(model, 256)) < 1e-9 and data["nc"] == 3
     assert data["params"] < count_params(model)  # BatchNorm folded away
     assert [s["stride"] for s in data["out_shapes"]] == [8, 16, 32]
 
 
-def test_tool_reports_config_errors(tmp_path: Path) -> None:
+def test_tool_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _tool().main([str(TINY), "--img", "320"]) == 0
+    out = capsys.readouterr().out
+    assert "IDetectHead" in out and "implicit params  1,149" in out and "GFLOPs" in out
+
+
+def test_tool_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY.read_text().replace("width_multiple", "width_multiplier"))
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "model_info.py"), str(bad)], capture_output=True, text=True
-    )
-    assert result.returncode == 2 and "Did you mean 'width_multiple'" in result.stderr
+    assert _tool().main([str(bad)]) == 2
+    assert "Did you mean 'width_multiple'" in capsys.readouterr().err
