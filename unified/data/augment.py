@@ -19,7 +19,9 @@ Labels through augmentation:
   in their source, survive when their source image covers at least ``MIN_VISIBLE_FRACTION`` of the
   output. Mosaic and mixup take the union over their sources.
 - Mosaic and mixup only combine images that carry the same label kinds (the dataset groups them), so
-  the ``label_mask`` of a combined image is that of each of its parts.
+  the ``label_mask`` of a combined image is that of each of its parts. The images of one mosaic (and
+  of its mixup partner) are distinct while the group has enough of them, so an identity never shows
+  twice in one training image; a group smaller than that repeats images.
 """
 
 from __future__ import annotations
