@@ -31,6 +31,7 @@ LABELS = NAMES + SCENES
 def coco_world(tmp_path: Path, annotations: list[dict], images: list[dict] | None = None, **kw) -> Path:
     write_image(tmp_path / "imgs" / "a.png", 64, 48)
     write_image(tmp_path / "imgs" / "b.png", 64, 48)
+    write_image(tmp_path / "imgs" / "c.png", 64, 48)
     if images is None:
         images = [
             {"id": 1, "file_name": "a.png", "width": 64, "height": 48, "labels": ["ellipse", "night"]},
@@ -137,16 +138,19 @@ def test_coco_duplicate_track_in_one_image(tmp_path):
     assert log.counts() == {"invalid_identity": 1} and len(records[0].boxes) == 1
 
 
-def test_coco_image_labels_unknown_and_missing(tmp_path):
+def test_coco_image_labels_unknown_malformed_and_derived(tmp_path):
     images = [
         {"id": 1, "file_name": "a.png", "width": 64, "height": 48, "labels": ["ellipse", "sunny"]},
-        {"id": 2, "file_name": "b.png", "width": 64, "height": 48},
+        {"id": 2, "file_name": "b.png", "width": 64, "height": 48, "labels": "ellipse"},
+        {"id": 3, "file_name": "c.png", "width": 64, "height": 48},
     ]
-    path = coco_world(tmp_path, [], images=images)
+    path = coco_world(tmp_path, [ann(1, image_id=3, cat=2), ann(2, image_id=3, cat=2)], images=images)
     records, log = read(path, skip=True)
     assert log.counts() == {"unknown_label": 1, "missing_labels": 1}
     assert records[0].image_labels.tolist() == [0]
     assert "image_labels" not in records[1].label_kinds  # unknown, not "no labels"
+    # Without a 'labels' entry an image's labels are the classes of its boxes.
+    assert "image_labels" in records[2].label_kinds and records[2].image_labels.tolist() == [1]
 
 
 @pytest.mark.parametrize(

@@ -250,6 +250,7 @@ def build_dataloader(
     sampler: Sampler | None = None,
     drop_last: bool = False,
     pin_memory: bool = False,
+    persistent_workers: bool = True,
 ) -> DataLoader:
     """A DataLoader with seeded shuffling and workers, :func:`collate`, and optional distribution.
 
@@ -264,6 +265,9 @@ def build_dataloader(
         sampler: A sampler of your own (overrides ``shuffle`` and ``distributed``).
         drop_last: Drop the last incomplete batch.
         pin_memory: Pin batches in page-locked memory (for GPU training).
+        persistent_workers: Keep workers across epochs. The trainer turns it off: fresh workers each
+            epoch take their seeds from the loader's generator, which it re-seeds per epoch, so every
+            epoch's augmentation is a function of (seed, epoch) and a resumed run repeats it exactly.
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
@@ -278,7 +282,7 @@ def build_dataloader(
         collate_fn=collate,
         worker_init_fn=seed_worker,
         generator=generator,
-        persistent_workers=num_workers > 0,
+        persistent_workers=persistent_workers and num_workers > 0,
         drop_last=drop_last,
         pin_memory=pin_memory,
     )

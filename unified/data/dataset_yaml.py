@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from unified.config import ConfigError, from_dict, read_yaml
 from unified.data.readers import IdentityMap, read_coco, read_jde, read_mot, read_yolo
 from unified.data.records import ImageRecord
@@ -75,8 +77,6 @@ class PartSpec:
                 )
         if "identities" in self.label_kinds and self.format == "yolo":
             raise ConfigError(f"part {self.name!r}: the yolo format has no identities (use jde or mot)")
-        if "image_labels" in self.label_kinds and self.format != "coco":
-            raise ConfigError(f"part {self.name!r}: only the coco format carries image labels")
 
 
 @dataclass
@@ -181,6 +181,10 @@ def load_dataset_yaml(
             continue
         used_parts += 1
         part_records = _read_part(part, location, spec, base, log, identities, check_images)
+        if "image_labels" in part.label_kinds and part.format != "coco":
+            # Formats without explicit image labels: an image's labels are the classes of its boxes.
+            for record in part_records:
+                record.image_labels = np.unique(record.classes)
         if not part_records:
             log.add(
                 "empty_split", f"{path}: part {part.name!r}", f"split {split!r} holds no valid image", "image"

@@ -197,11 +197,12 @@ def read_coco(
         labels: list[int] = []
         if wants_labels:
             raw_labels = entry.get("labels")
-            if not isinstance(raw_labels, list):
+            if raw_labels is None:
+                # No explicit image labels: they are the set of classes of the image's boxes.
+                labels = [int(cls) for _, cls, _ in rows]
+            elif not isinstance(raw_labels, list):
                 log.add(
-                    "missing_labels",
-                    where,
-                    "the part declares image_labels but this image has no 'labels' list",
+                    "missing_labels", where, f"'labels' must be a list of label names, got {raw_labels!r}"
                 )
                 kinds.discard("image_labels")
             else:

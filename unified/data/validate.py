@@ -16,7 +16,7 @@ Kinds of problem (the ``kind`` of a :class:`Problem`):
 ``invalid_identity``      identity is not an integer, is below the format's smallest id, or repeats
                           within one image / frame
 ``unknown_label``         an image-level label that is not in the dataset's label names
-``missing_labels``        a part declares ``image_labels`` but an image entry has no ``labels``
+``missing_labels``        an image entry's ``labels`` is not a list (absent: the classes of its boxes)
 ``bad_row``               a text row with missing columns or values that are not numbers
 ``image_missing``         the image file does not exist
 ``image_corrupt``         the image file is empty, truncated, unreadable, or not the size the annotation says

@@ -88,6 +88,9 @@ class TrainConfig:
     time_budget_min: float = 0.0  # 0: no budget; otherwise stop after the epoch that would overrun it
     max_nonfinite_steps: int = 10
     skip_invalid: bool = False
+    cache_images: bool = (
+        False  # decode and resize every training image once, keep it in RAM (~3·img_size² B each)
+    )
     weights: str = ""
 
     def __post_init__(self) -> None:

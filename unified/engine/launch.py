@@ -182,7 +182,7 @@ def _run(
         )
     per_rank = cfg.train.batch_size // world
     train_set = MultiTaskDataset(
-        train_records, cfg.train.img_size, True, dataclasses.asdict(cfg.augment), info=info
+        train_records, cfg.train.img_size, True, cfg.augment, info=info, cache_images=cfg.train.cache_images
     )
     train_loader = build_dataloader(
         train_set,
@@ -193,6 +193,7 @@ def _run(
         distributed=dist_info.enabled,
         drop_last=dist_info.enabled,
         pin_memory=device.type == "cuda",
+        persistent_workers=False,
     )
     val_loader = None
     if dist_info.is_main:
