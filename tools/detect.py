@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Run a unified model on images, folders, globs or videos and save what it sees.
+
+    python tools/detect.py --weights best.pt --source photo.jpg
+    python tools/detect.py --weights best.pt --source 'data/**/*.png' --save-txt --save-json
+    python tools/detect.py --weights best.pt --source clip.mp4 --save-embeddings       (video needs PyAV)
+
+Writes into --out (default runs/detect/exp, numbered when it exists):
+
+* ``NAME.ext`` annotated images (``VIDEO.mp4`` for a video);
+* ``labels/NAME.txt`` with --save-txt: YOLO rows ``class cx cy w h conf`` normalised to the original image;
+* ``predictions.json`` with --save-json: COCO-style results (``image_id``, ``category_id`` = class index,
+  ``bbox`` = ``[x, y, w, h]`` in original pixels, ``score``) and ``categories.json`` (index -> name);
+* ``image_labels.json`` with --save-labels (models with the ``jdc`` task): per image the labels above
+  the task's threshold and every label's score;
+* ``embeddings/NAME.npy`` with --save-embeddings (models with the ``jde`` task): one L2-normalised row per
+  detection, in the order of ``labels/NAME.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from unified.config import ConfigError  # noqa: E402
+from unified.engine.checkpoint import CheckpointError  # noqa: E402
+from unified.engine.launch import increment_path  # noqa: E402
+from unified.interop.inference import (  # noqa: E402
+    MissingDependencyError,
+    SourceError,
+    VideoWriter,
+    coco_results,
+    draw_detections,
+    iter_frames,
+    predict_frames,
+    write_json,
+    yolo_lines,
+)
+from unified.model import load  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="unified checkpoint (convert official ones first)")
+    p.add_argument("--source", required=True, help="image, folder, glob pattern or video")
+    p.add_argument("--img", type=int, default=640, help="inference size (square letterbox), default 640")
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold, default 0.25")
+    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold, default 0.45")
+    p.add_argument("--max-det", dest="max_det", type=int, default=300, help="most detections per image")
+    p.add_argument("--device", default="cpu", help="cpu, or a CUDA index such as 0")
+    p.add_argument("--batch", type=int, default=8, help="images per forward pass")
+    p.add_argument("--out", default="runs/detect/exp", help="output folder (numbered if it exists)")
+    p.add_argument("--exist-ok", dest="exist_ok", action="store_true", help="write into an existing --out")
+    p.add_argument("--save-txt", dest="save_txt", action="store_true", help="YOLO txt per image")
+    p.add_argument("--save-json", dest="save_json", action="store_true", help="COCO-style predictions.json")
+    p.add_argument("--save-labels", dest="save_labels", action="store_true", help="jdc image labels")
+    p.add_argument(
+        "--save-embeddings", dest="save_embeddings", action="store_true", help="jde embeddings .npy"
+    )
+    p.add_argument("--no-save-img", dest="save_img", action="store_false", help="no annotated images")
+    p.add_argument("--no-fuse", dest="fuse", action="store_false", help="do not fold BN / implicit tensors")
+    p.add_argument("--plugins", nargs="*", default=[], help="import paths of modules registering tasks")
+    args = p.parse_args(argv)
+    if args.img < 32 or args.img % 32:
+        p.error(f"--img must be a positive multiple of 32, got {args.img}")
+    return args
+
+
+def device_of(text: str) -> torch.device:
+    """``cpu``, ``cuda``, ``0`` or ``cuda:0``."""
+    return torch.device(f"cuda:{text}" if text.isdigit() else text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        device = device_of(args.device)
+        model = load(args.weights, device=device, plugins=args.plugins)
+        for flag, task in (("--save-labels", "jdc"), ("--save-embeddings", "jde")):
+            if getattr(args, flag[2:].replace("-", "_")) and task not in model.tasks:
+                raise ConfigError(
+                    f"{flag} needs a model with the {task!r} task; this one has {model.task_names}"
+                )
+        detect = model.tasks["detect"]
+        detect.cfg = dataclasses.replace(
+            detect.cfg, conf_thres=args.conf, iou_thres=args.iou, max_det=args.max_det, multi_label=False
+        )
+        if args.fuse:
+            model.fuse()
+        out = increment_path(Path(args.out), args.exist_ok)
+        out.mkdir(parents=True, exist_ok=True)
+        count = run(model, args, out, device)
+    except (ConfigError, CheckpointError, SourceError, MissingDependencyError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{count} images -> {out}")
+    return 0
+
+
+def run(model: torch.nn.Module, args: argparse.Namespace, out: Path, device: torch.device) -> int:
+    """Predict over the source and write every requested output; returns the number of images."""
+    names = model.info.class_names
+    label_names = model.info.image_label_names
+    results: list[dict] = []
+    image_labels: dict[str, dict] = {}
+    videos: dict[str, VideoWriter] = {}
+    count = 0
+    start = time.perf_counter()
+    try:
+        for frame, predictions in predict_frames(
+            model, iter_frames(args.source), args.img, args.batch, device
+        ):
+            count += 1
+            det = predictions["detect"]
+            found = np.bincount(det["classes"].numpy(), minlength=len(names)) if len(det["classes"]) else []
+            summary = ", ".join(f"{n} {names[c]}" for c, n in enumerate(found) if n) or "nothing"
+            print(f"{frame.path}{f' frame {frame.frame}' if frame.is_video else ''}: {summary}")
+            if args.save_img:
+                drawn = draw_detections(frame.image, det, names)
+                if frame.is_video:
+                    writer = videos.get(frame.path)
+                    if writer is None:
+                        target = out / f"{Path(frame.path).stem}.mp4"
+                        writer = videos[frame.path] = VideoWriter(target, frame.fps or 25.0, drawn.size)
+                    writer.write(drawn)
+                else:
+                    drawn.save(out / Path(frame.path).name)
+            if args.save_txt:
+                lines = yolo_lines(det, frame.image.shape[:2])
+                (out / "labels").mkdir(exist_ok=True)
+                (out / "labels" / f"{frame.name}.txt").write_text("".join(f"{line}\n" for line in lines))
+            if args.save_json:
+                results += coco_results(frame, det)
+            if args.save_labels:
+                jdc = predictions["jdc"]
+                scores = jdc["scores"].tolist()
+                image_labels[frame.name] = {
+                    "labels": [label_names[i] for i in jdc["labels"].tolist()],
+                    "scores": {label_names[i]: round(s, 5) for i, s in enumerate(scores)},
+                }
+            if args.save_embeddings:
+                (out / "embeddings").mkdir(exist_ok=True)
+                vectors = predictions["jde"]["embeddings"].numpy().astype(np.float32)
+                np.save(out / "embeddings" / f"{frame.name}.npy", vectors)
+    finally:
+        for writer in videos.values():
+            writer.close()
+    if args.save_json:
+        write_json(out / "predictions.json", results)
+        write_json(out / "categories.json", [{"id": i, "name": n} for i, n in enumerate(names)])
+    if args.save_labels:
+        write_json(out / "image_labels.json", image_labels)
+    elapsed = time.perf_counter() - start
+    if count:
+        print(f"{elapsed / count * 1000:.1f} ms per image (including reading and writing)")
+    return count
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

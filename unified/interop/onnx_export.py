@@ -1,0 +1,296 @@
+"""ONNX export of a (fused) unified model, with the decode in the graph and an onnxruntime check.
+
+Graph outputs, in order (batch dimension dynamic; the spatial size is fixed at export):
+
+1. ``decoded`` ``(B, N, 5 + nc)``: the detection head's decoded rows (xywh in input pixels, objectness and
+   class scores after the sigmoid), ordered level, anchor, grid row, grid column, as in PyTorch.
+2. One or more outputs per other task, in the model's task order, from :data:`EXPORT_OUTPUTS`:
+
+   * ``jdc``: ``jdc_scores`` ``(B, L)``, the image-label probabilities (labels: ``image_label_names``);
+   * ``jde``: ``jde_embeddings`` ``(B, N, D)``, the L2-normalised identity embedding of every ``decoded``
+     row (row ``k`` of both belongs to the same level, anchor and cell): after NMS, gather the kept rows;
+   * a task without an entry: every tensor of its eval-mode output dict, named ``{task}_{key}`` (lists
+     per level, ``{task}_{key}_{level}``).
+
+3. With ``raw=True``: ``raw_{l}`` ``(B, na, ny, nx, 5 + nc)``, the detection logits per level (debugging).
+
+NMS is not in the graph. Run it on ``decoded`` outside, e.g. with :func:`postprocess_decoded` (our
+``non_max_suppression``: score = objectness × class probability, per-class NMS), or with any NMS after
+converting ``xywh`` to corners; boxes are in letterboxed input pixels, so undo the letterbox with
+``unified.ops.boxes.letterbox_to_original``.
+
+``onnx`` and ``onnxruntime`` are the ``export`` extra (``pip install 'unified[export]'``); without them a
+:class:`~unified.interop.inference.MissingDependencyError` says so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unified.interop.inference import MissingDependencyError
+from unified.registry import Registry
+
+#: Task name -> function ``(model, outputs) -> {output name: tensor}`` giving that task's graph outputs.
+EXPORT_OUTPUTS: Registry[Callable[[nn.Module, dict[str, Any]], dict[str, torch.Tensor]]] = Registry(
+    "ONNX export output"
+)
+
+
+@EXPORT_OUTPUTS.register("detect")
+def detect_outputs(model: nn.Module, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return {"decoded": outputs["detect"]["decoded"]}
+
+
+@EXPORT_OUTPUTS.register("jdc")
+def jdc_outputs(model: nn.Module, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return {"jdc_scores": outputs["jdc"]["scores"]}
+
+
+@EXPORT_OUTPUTS.register("jde")
+def jde_outputs(model: nn.Module, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Per-cell embedding maps repeated over the anchors, so that row ``k`` matches ``decoded`` row ``k``."""
+    na = int(model.heads["detect"].na)
+    rows = []
+    for emb in outputs["jde"]["embeddings"]:
+        b, d, ny, nx = emb.shape
+        cells = emb.permute(0, 2, 3, 1).reshape(b, 1, ny * nx, d)
+        rows.append(cells.expand(b, na, ny * nx, d).reshape(b, na * ny * nx, d))
+    return {"jde_embeddings": F.normalize(torch.cat(rows, dim=1), dim=-1)}
+
+
+def generic_outputs(name: str, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Every tensor of a task's eval outputs, for tasks without an :data:`EXPORT_OUTPUTS` entry."""
+    found: dict[str, torch.Tensor] = {}
+    for key, value in outputs[name].items():
+        if isinstance(value, torch.Tensor):
+            found[f"{name}_{key}"] = value
+        elif isinstance(value, (list, tuple)):
+            for level, item in enumerate(value):
+                if isinstance(item, torch.Tensor):
+                    found[f"{name}_{key}_{level}"] = item
+    return found
+
+
+class ExportModule(nn.Module):
+    """Wraps a ``UnifiedModel`` so that ``forward(images)`` returns the graph outputs as a tuple.
+
+    Args:
+        model: The model (put in eval mode here; fuse it before for deployment).
+        raw: Also return the detection logits per level.
+
+    Attributes:
+        output_names: Names of the outputs, in order.
+    """
+
+    def __init__(self, model: nn.Module, raw: bool = False) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.raw = raw
+        self.output_names: list[str] = []
+
+    def named_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = self.model(images)
+        named: dict[str, torch.Tensor] = {}
+        for name in self.model.task_names:
+            if name in EXPORT_OUTPUTS:
+                named.update(EXPORT_OUTPUTS.get(name)(self.model, outputs))
+            else:
+                named.update(generic_outputs(name, outputs))
+        if self.raw:
+            named.update({f"raw_{level}": r for level, r in enumerate(outputs["detect"]["raw"])})
+        return named
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        named = self.named_outputs(images)
+        self.output_names = list(named)
+        return tuple(named.values())
+
+
+@dataclass
+class CheckReport:
+    """How the ONNX graph compares with PyTorch on one input.
+
+    Attributes:
+        errors: Per output, ``max |onnx - torch| / max(1, max |torch|)``: absolute error for outputs of
+            magnitude up to 1 (scores, logits of unit scale), relative to the largest value otherwise
+            (``decoded`` boxes are in pixels).
+        batch: Batch size of the check input (differs from the export's, to exercise the dynamic batch).
+        tolerance: The bound every error must stay under.
+    """
+
+    errors: dict[str, float]
+    batch: int
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return all(e <= self.tolerance for e in self.errors.values())
+
+    def summary(self) -> str:
+        shown = ", ".join(f"{k} {v:.2e}" for k, v in self.errors.items())
+        verdict = "OK" if self.ok else f"FAILED (tolerance {self.tolerance:g})"
+        return f"onnxruntime vs PyTorch, batch {self.batch}: {shown}: {verdict}"
+
+
+def _require(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(
+            f"ONNX export needs {module}, part of the 'export' extra: pip install 'unified[export]' "
+            f"(onnx, onnxruntime)"
+        ) from None
+
+
+def export_onnx(
+    model: nn.Module,
+    out: str | Path,
+    img_size: Sequence[int] = (640, 640),
+    opset: int = 17,
+    raw: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[Path, list[str]]:
+    """Export ``model`` (fuse it first for deployment) to ONNX with a dynamic batch dimension.
+
+    Args:
+        model: A ``UnifiedModel``.
+        out: The ``.onnx`` file to write.
+        img_size: ``(height, width)`` of the input; both multiples of the largest stride.
+        opset: ONNX opset version.
+        raw: Add the per-level detection logits as outputs.
+        metadata: Extra ``metadata_props`` entries (stored as JSON text).
+
+    Returns:
+        The written path and the output names in order.
+
+    Raises:
+        MissingDependencyError: if ``onnx`` is not installed.
+        ValueError: if the image size does not divide by the model's largest stride.
+    """
+    onnx = _require("onnx")
+    height, width = int(img_size[0]), int(img_size[-1])
+    stride = max(model.heads["detect"].stride_values)
+    if height % stride or width % stride:
+        raise ValueError(f"image size {height}x{width} must be a multiple of the largest stride {stride}")
+    wrapper = ExportModule(model, raw=raw)
+    device = next(model.parameters()).device
+    example = torch.zeros(1, 3, height, width, device=device)
+    with torch.no_grad():
+        wrapper(example)  # records the output names (and fills the head's grid cache for these sizes)
+    names = list(wrapper.output_names)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs onnxscript;
+        # it exports this model exactly, so its deprecation warning is noise here.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(out),
+            input_names=["images"],
+            output_names=names,
+            dynamic_axes={"images": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    proto = onnx.load(str(out))
+    info = {
+        "class_names": list(model.info.class_names),
+        "image_label_names": list(model.info.image_label_names),
+        "tasks": list(model.task_names),
+        "strides": list(model.heads["detect"].stride_values),
+        "img_size": [height, width],
+        "outputs": names,
+        **(metadata or {}),
+    }
+    for key, value in info.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    onnx.save(proto, str(out))
+    return out, names
+
+
+def simplify_onnx(path: str | Path) -> str:
+    """Simplify the graph in place with onnxsim when it is installed; returns what happened."""
+    try:
+        import onnxsim
+    except ImportError:
+        return "onnxsim not installed: graph left as exported (constant folding was applied)"
+    onnx = _require("onnx")
+    model, ok = onnxsim.simplify(onnx.load(str(path)))
+    if not ok:
+        return "onnxsim could not validate the simplified graph: kept the exported one"
+    onnx.save(model, str(path))
+    return "simplified with onnxsim"
+
+
+def check_onnx(
+    path: str | Path,
+    model: nn.Module,
+    img_size: Sequence[int],
+    batch: int = 2,
+    tolerance: float = 1e-4,
+    raw: bool = False,
+    seed: int = 0,
+) -> CheckReport:
+    """Run the ONNX graph in onnxruntime and PyTorch on the same random input and compare every output.
+
+    Raises:
+        MissingDependencyError: if ``onnxruntime`` is not installed.
+    """
+    ort = _require("onnxruntime")
+    height, width = int(img_size[0]), int(img_size[-1])
+    images = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    wrapper = ExportModule(model, raw=raw)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        expected = wrapper.named_outputs(images.to(device))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(None, {"images": images.numpy()})))
+    errors = {}
+    for name, ref in expected.items():
+        ref = ref.detach().float().cpu()
+        onnx_value = torch.from_numpy(got[name]).float()
+        if tuple(onnx_value.shape) != tuple(ref.shape):
+            errors[name] = float("inf")
+            continue
+        scale = max(1.0, ref.abs().max().item()) if ref.numel() else 1.0
+        errors[name] = (onnx_value - ref).abs().max().item() / scale if ref.numel() else 0.0
+    return CheckReport(errors, batch, tolerance)
+
+
+def postprocess_decoded(
+    decoded: Any, conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300
+) -> list[dict[str, torch.Tensor]]:
+    """NMS outside the graph: ``decoded`` (numpy or tensor, ``(B, N, 5 + nc)``) to per-image detections
+    (``boxes`` xyxy input pixels, ``scores``, ``classes``, ``index`` = row in ``decoded``)."""
+    from unified.ops.nms import non_max_suppression
+
+    tensor = torch.as_tensor(decoded).float()
+    return non_max_suppression(tensor, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
+
+
+__all__ = [
+    "EXPORT_OUTPUTS",
+    "CheckReport",
+    "ExportModule",
+    "check_onnx",
+    "export_onnx",
+    "generic_outputs",
+    "postprocess_decoded",
+    "simplify_onnx",
+]
