@@ -4,16 +4,18 @@ Every frame:
 
 1. Predict every live track one frame ahead with the Kalman filter.
 2. High-score detections (``score >= high_thresh``) meet the confirmed tracks, tracked and lost:
-   with embeddings, by appearance fused with motion (``lambda * cosine distance + (1 - lambda) *
-   squared Mahalanobis distance``, impossible where the Mahalanobis distance exceeds the chi-square
-   95% gate), then the still-tracked leftovers by IoU; without embeddings, by IoU alone.
+   with embeddings, first by appearance fused with motion (``lambda * cosine distance + (1 - lambda)
+   * squared Mahalanobis distance``, impossible where the Mahalanobis distance exceeds the chi-square
+   95% gate); then, for what is left (and for everything without embeddings), by IoU. With
+   embeddings, the IoU stages refuse pairs that look different (``appearance_gate``).
 3. Low-score detections (``low_thresh <= score < high_thresh``, often occluded objects) may extend
    tracked tracks left over, by IoU (the second stage of ByteTrack). They never start a track.
+   Tracked tracks still unmatched become lost.
 4. Tentative tracks (born last frame) take leftover high-score detections by IoU and become confirmed;
    those that find none are dropped.
 5. Leftover high-score detections above ``new_track_thresh`` start tentative tracks.
-6. Tracks lost for more than ``lost_buffer`` frames are removed; a lost track that sits on top of a
-   tracked one is a duplicate and the younger of the two is removed.
+6. Tracks lost for more than ``lost_buffer`` frames are removed; of a lost and a tracked track that
+   cover the same object (and look alike, with embeddings), the one with the shorter history goes.
 
 Assignment is Hungarian (``scipy.optimize.linear_sum_assignment``) with a cost threshold: a pair is
 matched only if its cost is below the threshold (unmatching a track and a detection costs the threshold).
@@ -25,9 +27,7 @@ import enum
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from scipy.optimize import linear_sum_assignment
-from torchvision.ops import box_iou
 
 from unified.config import check
 from unified.tracking.kalman import GATING_THRESHOLD_95, KalmanFilter
@@ -154,12 +154,20 @@ def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
 
 
 def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``(n, 4)`` and ``(m, 4)`` xyxy boxes, ``(n, m)``."""
-    if len(a_xyxy) == 0 or len(b_xyxy) == 0:
-        return np.zeros((len(a_xyxy), len(b_xyxy)))
-    return box_iou(
-        torch.from_numpy(np.asarray(a_xyxy, np.float64)), torch.from_numpy(np.asarray(b_xyxy, np.float64))
-    ).numpy()
+    """Pairwise IoU of ``(n, 4)`` and ``(m, 4)`` xyxy boxes, ``(n, m)``.
+
+    Plain numpy rather than ``torchvision.ops.box_iou``: the tracker is a numpy component, and this
+    keeps a tool that tracks a detection file from importing torch and copying arrays every frame.
+    """
+    a = np.asarray(a_xyxy, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b_xyxy, dtype=np.float64).reshape(-1, 4)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0.0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def linear_assignment(
@@ -217,6 +225,7 @@ class Tracker:
         self.tracks: list[Track] = []
         self._next_id = 1
         self._embedding_dim: int | None = None
+        self._corrections: list[tuple[Track, int]] = []
 
     # --- input checks -------------------------------------------------------------------------------
 
@@ -320,15 +329,13 @@ class Tracker:
         self,
         track: Track,
         det: int,
-        measurements: np.ndarray,
         scores: np.ndarray,
         embeddings: np.ndarray | None,
         update_feature: bool,
     ) -> None:
-        mean, covariance = self.kalman.update(
-            track.mean[None], track.covariance[None], measurements[det][None]
-        )
-        track.mean, track.covariance = mean[0], covariance[0]
+        # The Kalman correction waits for the end of the frame (one batched update): a matched track
+        # leaves every later pool of this frame, so nothing reads its state before then.
+        self._corrections.append((track, det))
         track.score = float(scores[det])
         track.last_frame = self.frame_id
         track.detection_index = int(det)
@@ -341,6 +348,19 @@ class Tracker:
             else:
                 momentum = self.config.feature_momentum
                 track.feature = _unit(momentum * track.feature + (1.0 - momentum) * new)
+
+    def _correct(self, measurements: np.ndarray) -> None:
+        """Apply this frame's Kalman corrections in one batch."""
+        if not self._corrections:
+            return
+        tracks = [t for t, _ in self._corrections]
+        dets = [d for _, d in self._corrections]
+        mean, covariance = self.kalman.update(
+            np.stack([t.mean for t in tracks]), np.stack([t.covariance for t in tracks]), measurements[dets]
+        )
+        for track, m, c in zip(tracks, mean, covariance):
+            track.mean, track.covariance = m, c
+        self._corrections = []
 
     def _match(
         self,
@@ -384,12 +404,7 @@ class Tracker:
         high = np.flatnonzero(valid & (scores >= cfg.high_thresh))
         low = np.flatnonzero(valid & (scores >= cfg.low_thresh) & (scores < cfg.high_thresh))
         fuse = scores if cfg.fuse_score else None
-        strong = {
-            "measurements": measurements,
-            "scores": scores,
-            "embeddings": embeddings,
-            "update_feature": True,
-        }
+        strong = {"scores": scores, "embeddings": embeddings, "update_feature": True}
         weak = {**strong, "update_feature": False}
 
         self._predict()
@@ -426,6 +441,7 @@ class Tracker:
             if scores[det] >= cfg.new_track_thresh:
                 self._start_track(int(det), measurements, scores, embeddings, classes)
 
+        self._correct(measurements)
         for track in self.tracks:
             if track.state == TrackState.LOST and self.frame_id - track.last_frame > cfg.lost_buffer:
                 track.state = TrackState.REMOVED
@@ -461,18 +477,28 @@ class Tracker:
         self._next_id += 1
 
     def _remove_duplicates(self) -> None:
+        """Remove one of each tracked/lost pair that covers the same object.
+
+        Such a pair arises when an object got a new track while its old one coasted on. The longer
+        history is kept (it is the more likely true identity); on a tie the lost track goes. With
+        embeddings, a pair that looks different (beyond ``appearance_gate``) is two objects crossing,
+        not a duplicate.
+        """
         tracked = [t for t in self.tracks if t.state == TrackState.TRACKED]
         lost = [t for t in self.tracks if t.state == TrackState.LOST]
         if not tracked or not lost:
             return
         iou = iou_matrix(np.stack([t.box for t in tracked]), np.stack([t.box for t in lost]))
+        gate = self.config.appearance_gate
         for i, j in zip(*np.nonzero(iou > self.config.duplicate_iou)):
             a, b = tracked[i], lost[j]
-            # Keep the track with the longer history: it is the more likely true identity.
-            if self.frame_id - a.start_frame > self.frame_id - b.start_frame:
-                b.state = TrackState.REMOVED
-            else:
+            if gate is not None and a.feature is not None and b.feature is not None:
+                if 1.0 - float(a.feature @ b.feature) > gate:
+                    continue
+            if b.start_frame < a.start_frame:
                 a.state = TrackState.REMOVED
+            else:
+                b.state = TrackState.REMOVED
 
     def _report(self) -> list[TrackedObject]:
         out = []

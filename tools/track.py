@@ -1,0 +1,78 @@
+"""Run the multi-object tracker and write a MOTChallenge result file.
+
+    python tools/track.py --detections det.txt --out result.txt [--tracker-config t.yaml] [key=value ...]
+    python tools/track.py --weights W --source SEQ_DIR|video --out result.txt      (model mode)
+
+Detection mode tracks a MOTChallenge detection file (``frame,-1,x,y,w,h,conf,...``; columns after the
+10th, if any, are per-detection embeddings) with the tracker alone and writes
+``frame,id,x,y,w,h,conf,-1,-1,-1`` rows. ``key=value`` arguments override tracker settings
+(``TrackerConfig``), e.g. ``high_thresh=0.4 lost_buffer=60``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from unified.config import ConfigError, load_config  # noqa: E402
+from unified.tracking import TrackerConfig  # noqa: E402
+from unified.tracking.mot_io import read_mot_detections, track_frames, write_mot_results  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--detections", type=Path, help="MOTChallenge detection file (tracker-only mode)")
+    mode.add_argument("--weights", type=Path, help="unified checkpoint (model mode: detect, embed, track)")
+    parser.add_argument("--source", help="model mode: a sequence folder (img1/ or images) or a video file")
+    parser.add_argument("--out", type=Path, required=True, help="MOTChallenge result file to write")
+    parser.add_argument("--tracker-config", type=Path, help="YAML with TrackerConfig fields")
+    parser.add_argument("overrides", nargs="*", help="tracker settings as key=value (e.g. high_thresh=0.4)")
+    args = parser.parse_args(argv)
+    if args.weights is not None and args.source is None:
+        parser.error("--weights needs --source (a sequence folder or a video)")
+    if args.detections is not None and args.source is not None:
+        parser.error("--source belongs to model mode (--weights); --detections already gives the input")
+    return args
+
+
+def run_model_mode(args: argparse.Namespace, config: TrackerConfig) -> int:
+    """Detect, embed and track with a trained model (wired by the model/engine side)."""
+    raise NotImplementedError(
+        "tools/track.py --weights (model mode) is not wired yet; track a detection file with --detections"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(TrackerConfig, args.tracker_config, overrides=args.overrides)
+    except ConfigError as exc:
+        print(f"error: tracker config: {exc}", file=sys.stderr)
+        return 2
+    if args.weights is not None:
+        try:
+            return run_model_mode(args, config)
+        except NotImplementedError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    try:
+        frames = read_mot_detections(args.detections)
+        results = list(track_frames(frames, config))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_mot_results(args.out, results)
+    tracks = {t.track_id for _, active in results for t in active}
+    rows = sum(len(active) for _, active in results)
+    print(f"{args.detections}: {len(results)} frames, {len(tracks)} tracks, {rows} rows -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
