@@ -181,6 +181,52 @@ def _to_cpu(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.items()}
 
 
+def sequence_frames(source: str | Path) -> Iterator[Frame]:
+    """Frames of a video, or of an image sequence folder (MOTChallenge ``SEQ/img1`` or the images directly),
+    numbered from 1 in file order."""
+    path = Path(source)
+    if path.is_dir() and (path / "img1").is_dir():
+        path = path / "img1"
+    for number, frame in enumerate(iter_frames(path), start=1):
+        if frame.frame is None:
+            frame.frame = number
+        yield frame
+
+
+def track_source(
+    model: torch.nn.Module,
+    source: str | Path,
+    config: Any = None,
+    img_size: int = 640,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> Iterator[tuple[int, list[Any]]]:
+    """Detect (and embed, when the model has the ``jde`` task) every frame of ``source`` and track.
+
+    Detections down to the tracker's ``low_thresh`` are kept (its second, low-score association needs
+    them); with a ``jde`` model the tracker also matches by appearance.
+
+    Yields:
+        ``(frame number, confirmed tracks)`` per frame, as :func:`unified.tracking.mot_io.track_frames`.
+    """
+    import dataclasses
+
+    from unified.tracking import Tracker, TrackerConfig
+
+    config = config or TrackerConfig()
+    detect = model.tasks["detect"]
+    detect.cfg = dataclasses.replace(detect.cfg, conf_thres=config.low_thresh, multi_label=False)
+    tracker = Tracker(config)
+    frames = sequence_frames(source)
+    for frame, predictions in predict_frames(model, frames, img_size, batch_size, device):
+        det = predictions["detect"]
+        embeddings = predictions["jde"]["embeddings"].numpy() if "jde" in predictions else None
+        tracks = tracker.update(
+            det["boxes"].double().numpy(), det["scores"].double().numpy(), embeddings, det["classes"].numpy()
+        )
+        yield int(frame.frame or 0), tracks
+
+
 # -- writing -------------------------------------------------------------------------------------------
 def color(class_id: int) -> tuple[int, int, int]:
     """A distinct, stable colour per class."""
@@ -293,6 +339,8 @@ __all__ = [
     "prepare",
     "read_video",
     "resolve_source",
+    "sequence_frames",
+    "track_source",
     "write_json",
     "yolo_lines",
 ]
