@@ -272,3 +272,29 @@ def test_convert_tool_writes_checkpoint_and_model_yaml(tmp_path: Path, capsys) -
     assert model.info.class_names == ["cat", "dog", "bird"]
     rebuilt = build_model(out.with_suffix(".yaml"), nc=3)
     rebuilt.load_state_dict(torch.load(out, weights_only=True)["model"])  # the YAML describes the weights
+
+
+@needs_fixtures
+@pytest.mark.slow
+def test_converted_checkpoint_fine_tunes_through_the_cli_on_five_classes(
+    tmp_path: Path, tiny_world: Path
+) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "paper.pt"
+    convert = _tool("convert_official").main
+    assert convert(["--weights", str(FIXTURES / "paper_small" / "ckpt.pt"), "--out", str(out)]) == 0
+    result = subprocess.run(
+        [
+            sys.executable, "tools/train_multitask.py", "--data", str(tiny_world), "--model", str(out.with_suffix(".yaml")),
+            "--weights", str(out), "--tasks", "detect", "--epochs", "1", "--batch-size", "4", "--img", "128",
+            "--workers", "0", "--device", "cpu", "--project", str(tmp_path / "runs"), "--name", "ft", "--no-progress",
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 5 classes instead of 3: per level the 1×1 output conv (weight, bias) and the implicit multiply.
+    assert "re-initialised 12 tensors" in result.stdout
+    ckpt = torch.load(tmp_path / "runs" / "ft" / "weights" / "last.pt", weights_only=True)
+    assert ckpt["dataset_info"]["class_names"] == ["ellipse", "rectangle", "triangle", "star", "cross"]
