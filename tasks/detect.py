@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from torch import nn
 
 from unified.config import check
 from unified.evaluation.coco import CocoDetectionEvaluator
+from unified.evaluation.plots import plot_per_class_ap, plot_pr_curve
 from unified.losses.yolo import DetectionLossConfig, YoloDetectionLoss
 from unified.models.heads import IDetectHead
 from unified.ops.boxes import letterbox_to_original, xywh_to_xyxy
@@ -67,7 +69,9 @@ class DetectionEvaluator:
     """COCO mAP (pycocotools) over the images that carry box labels."""
 
     def __init__(self, class_names: Sequence[str]) -> None:
+        self.class_names = list(class_names)
         self.coco = CocoDetectionEvaluator(class_names)
+        self.result = None
 
     def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
         mask = batch["label_mask"]["boxes"]
@@ -86,7 +90,26 @@ class DetectionEvaluator:
             )
 
     def compute(self) -> dict[str, float]:
-        return dict(self.coco.compute().metrics)
+        self.result = self.coco.compute()
+        return dict(self.result.metrics)
+
+    def save_plots(self, directory: Path) -> list[Path]:
+        """PR curves (IoU 0.5), per-class AP and the COCO results JSON of the last ``compute``."""
+        if self.result is None:
+            return []
+        directory.mkdir(parents=True, exist_ok=True)
+        return [
+            plot_pr_curve(
+                self.result.recall_thresholds,
+                self.result.precision,
+                self.class_names,
+                directory / "detect_pr_curve.png",
+            ),
+            plot_per_class_ap(
+                self.result.per_class_ap, self.class_names, directory / "detect_per_class_ap.png"
+            ),
+            self.coco.write_results(directory / "detect_predictions.json"),
+        ]
 
 
 @TASKS.register("detect")

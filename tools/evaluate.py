@@ -1,7 +1,11 @@
-"""Evaluate tracker outputs (MOT metrics) or, later, a trained model on its tasks.
+"""Evaluate a trained model on its tasks, or tracker outputs alone (MOT metrics).
 
+    python tools/evaluate.py --weights W --data DATASET.yaml [--tasks detect,jdc] [--img 256] [--json OUT]
     python tools/evaluate.py --mot-gt GT_ROOT --mot-results RESULTS_ROOT [--json OUT] [--sequences a,b]
-    python tools/evaluate.py --weights W ...                                   (model mode)
+
+Model mode runs the checkpoint over a split of the dataset (``val`` by default), prints one row per task,
+writes the metrics as JSON (``--json``, default ``OUT/metrics.json``) and draws the detection
+precision-recall curve and per-class AP as PNG in ``--out`` (default: the run folder of the weights).
 
 MOT mode scores ``RESULTS_ROOT/<seq>.txt`` against ``GT_ROOT/<seq>/gt/gt.txt`` for every sequence of
 GT_ROOT (or those named by --sequences) with motmetrics' MOTChallenge settings, and prints one row per
@@ -30,7 +34,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mot-results", type=Path, help="MOT mode: folder holding <seq>.txt result files")
     parser.add_argument("--sequences", help="MOT mode: comma-separated sequences (default: all in --mot-gt)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
+    parser.add_argument("--data", type=Path, help="model mode: dataset YAML")
+    parser.add_argument("--split", default="val", help="model mode: split to evaluate (default val)")
+    parser.add_argument("--tasks", help="model mode: comma-separated tasks to evaluate (default: all)")
+    parser.add_argument("--img", type=int, default=0, help="model mode: image size (default: training size)")
+    parser.add_argument("--batch-size", type=int, default=16, help="model mode: images per batch")
+    parser.add_argument("--device", default="cpu", help="model mode: cpu or a GPU index")
+    parser.add_argument("--workers", type=int, default=2, help="model mode: data loading workers")
+    parser.add_argument("--out", type=Path, help="model mode: folder for plots and JSON")
     args = parser.parse_args(argv)
+    if args.weights is not None and args.data is None:
+        parser.error("--weights needs --data DATASET.yaml")
     if args.mot_gt is not None and args.mot_results is None:
         parser.error("--mot-gt needs --mot-results")
     if args.weights is not None and (args.mot_results is not None or args.sequences is not None):
@@ -39,10 +53,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_model_mode(args: argparse.Namespace) -> dict:
-    """Evaluate a checkpoint on its tasks' validation data (wired by the engine side)."""
-    raise NotImplementedError(
-        "tools/evaluate.py --weights (model mode) is not wired yet; score tracker outputs with --mot-gt"
+    """Evaluate a checkpoint on a dataset split; returns the per-task metrics."""
+    from unified.data import MultiTaskDataset, build_dataloader, load_dataset_yaml
+    from unified.engine.checkpoint import load_safe
+    from unified.engine.distributed import select_device
+    from unified.engine.evaluate import run_evaluation
+    from unified.engine.launch import print_metrics_table
+    from unified.model import load
+
+    device = select_device(args.device)
+    model = load(args.weights, device=device)
+    records, info = load_dataset_yaml(args.data, args.split)
+    if info.class_names != model.info.class_names:
+        raise ValueError(
+            f"{args.data} has classes {info.class_names} but {args.weights} was trained on "
+            f"{model.info.class_names}: evaluate on a dataset with the same classes"
+        )
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else list(model.tasks)
+    img = args.img or int(load_safe(args.weights).get("experiment", {}).get("train", {}).get("img_size", 640))
+    loader = build_dataloader(
+        MultiTaskDataset(records, img, False, info=model.info),
+        args.batch_size,
+        shuffle=False,
+        num_workers=args.workers,
     )
+    out = args.out or (
+        args.weights.parent.parent if args.weights.parent.name == "weights" else Path("runs/evaluate")
+    )
+    metrics = run_evaluation(model, loader, device, tasks=tasks, plot_dir=out)
+    print(print_metrics_table(metrics))
+    print(f"plots and predictions written to {out}")
+    if args.json is None:
+        args.json = out / "metrics.json" if args.out else None
+    return metrics
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -55,9 +98,13 @@ def write_json(path: Path, payload: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.weights is not None:
+        from unified.config import ConfigError
+        from unified.data.validate import DataError
+        from unified.engine.checkpoint import CheckpointError
+
         try:
             payload = run_model_mode(args)
-        except NotImplementedError as exc:
+        except (ConfigError, DataError, CheckpointError, ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     else:

@@ -113,7 +113,9 @@ def test_tool_errors(tmp_path, capsys):
     (tmp_path / "gt" / "S1" / "gt" / "gt.txt").write_text("1,1,10,10,20,40,1,1,1\n")
     assert evaluate.main(["--mot-gt", str(tmp_path / "gt"), "--mot-results", str(tmp_path)]) == 2
     assert "sequence 'S1': result file missing" in capsys.readouterr().err
-    assert evaluate.main(["--weights", "w.pt"]) == 2
-    assert "not wired yet" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main(["--weights", "w.pt"])  # --data missing
+    assert evaluate.main(["--weights", str(tmp_path / "w.pt"), "--data", str(tmp_path / "d.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         evaluate.main(["--mot-gt", str(tmp_path / "gt")])  # --mot-results missing

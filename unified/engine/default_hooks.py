@@ -43,7 +43,8 @@ class EvaluationHook(Hook):
             return
         if trainer.dist.is_main and self.val_loader is not None:
             model = trainer.eval_model()
-            s.metrics = run_evaluation(model, self.val_loader, trainer.device, trainer.autocast())
+            # Evaluated in fp32 whatever the training precision, so metrics match tools/evaluate.py.
+            s.metrics = run_evaluation(model, self.val_loader, trainer.device)
             scores = [model.tasks[name].fitness(m) for name, m in s.metrics.items()]
             s.fitness = sum(scores) / len(scores) if scores else -math.inf
         barrier()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,11 +29,22 @@ def run_evaluation(
     device: torch.device,
     autocast: contextlib.AbstractContextManager | None = None,
     progress: bool = False,
+    tasks: Iterable[str] | None = None,
+    plot_dir: Path | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Per-task metrics of ``model`` on ``loader`` (a dict of metric dicts keyed by task name)."""
+    """Per-task metrics of ``model`` on ``loader`` (a dict of metric dicts keyed by task name).
+
+    Args:
+        tasks: Evaluate only these tasks (default: all of the model's).
+        plot_dir: Where evaluators that can draw (``save_plots(directory)``) write their PNGs.
+    """
     was_training = model.training
     model.eval()
-    evaluators = {name: task.make_evaluator() for name, task in model.tasks.items()}
+    names = list(model.tasks) if tasks is None else list(tasks)
+    unknown = [n for n in names if n not in model.tasks]
+    if unknown:
+        raise ValueError(f"tasks {unknown} are not in the model (it has {list(model.tasks)})")
+    evaluators = {name: model.tasks[name].make_evaluator() for name in names}
     iterator = loader
     if progress:
         from tqdm import tqdm
@@ -45,6 +57,12 @@ def run_evaluation(
                 predictions = predict(model, images, batch["meta"])
             for evaluator in evaluators.values():
                 evaluator.update(predictions, batch)
-        return {name: evaluator.compute() for name, evaluator in evaluators.items()}
+        metrics = {name: evaluator.compute() for name, evaluator in evaluators.items()}
+        if plot_dir is not None:
+            for evaluator in evaluators.values():
+                save_plots = getattr(evaluator, "save_plots", None)  # optional part of the evaluator protocol
+                if save_plots is not None:
+                    save_plots(Path(plot_dir))
+        return metrics
     finally:
         model.train(was_training)
