@@ -10,6 +10,13 @@ executed and the official code need not be importable. Next to OUT.pt the tool w
 translated model config; fine-tune on your data (any class count) with
 
     python tools/train_multitask.py --model OUT.yaml --weights OUT.pt --data DATA.yaml --tasks detect
+
+A darknet cfg becomes one body row per section. With --model the weights are laid out as another config of
+the same network instead, e.g. the zoo's compact YAML, after checking on a random input that both compute
+the same outputs (then fine-tune with that YAML):
+
+    python tools/convert_official.py --weights yolor_csp.pt --cfg cfg/yolor_csp.cfg \
+        --model configs/models/yolor-csp.yaml --out yolor_csp_unified.pt
 """
 
 from __future__ import annotations
@@ -24,7 +31,13 @@ import yaml  # noqa: E402
 
 from unified.config import ConfigError  # noqa: E402
 from unified.engine.checkpoint import CheckpointError  # noqa: E402
-from unified.interop import UnsafeCheckpointError, convert_official, model_yaml_text, save_converted  # noqa: E402
+from unified.interop import (  # noqa: E402
+    UnsafeCheckpointError,
+    convert_official,
+    model_yaml_text,
+    relayout,
+    save_converted,
+)
 
 
 def read_names(path: str) -> list[str]:
@@ -50,11 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cfg", help="darknet cfg of a main-branch checkpoint (cfg/yolor_*.cfg)")
     parser.add_argument("--out", required=True, help="unified checkpoint to write (.pt)")
     parser.add_argument("--names", help="class names: a .names file or a dataset YAML with 'names'")
+    parser.add_argument("--model", help="lay the weights out as this model YAML of the same network")
     parser.add_argument("--no-yaml", dest="write_yaml", action="store_false", help="do not write OUT.yaml")
     args = parser.parse_args(argv)
     try:
         names = read_names(args.names) if args.names else None
         converted = convert_official(args.weights, args.cfg, names)
+        if args.model:
+            converted = relayout(converted, args.model)
         out = save_converted(
             converted, args.out, {"weights": str(args.weights), "cfg": str(args.cfg) if args.cfg else None}
         )

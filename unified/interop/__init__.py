@@ -8,6 +8,11 @@ Public API:
 * :func:`read_official_checkpoint` / :class:`RestrictedUnpickler`: unpickling that never executes code.
 * :func:`translate_darknet` / :func:`parse_darknet_cfg` and :func:`translate_paper_yaml`: the model
   definitions alone (e.g. to count the parameters of an official cfg).
+* :func:`relayout`: the converted weights under another config of the same network (the zoo YAMLs),
+  verified by equal outputs.
+* :mod:`unified.interop.inference` (sources, letterbox, batched prediction, writers, model-mode tracking)
+  and :mod:`unified.interop.onnx_export` (ONNX graph, outputs, onnxruntime check) serve the deployment
+  tools ``tools/detect.py``, ``tools/export.py`` and ``tools/track.py``.
 """
 
 from unified.interop.common import ConvertedModel, InteropError, map_state_dict
@@ -26,6 +31,7 @@ from unified.interop.darknet import (
     translate_darknet,
 )
 from unified.interop.paper import convert_paper, translate_paper_yaml
+from unified.interop.relayout import relayout
 from unified.interop.unpickler import (
     OfficialObject,
     RestrictedUnpickler,
@@ -50,6 +56,7 @@ __all__ = [
     "model_yaml_text",
     "parse_darknet_cfg",
     "read_official_checkpoint",
+    "relayout",
     "save_converted",
     "translate_darknet",
     "translate_paper_yaml",
