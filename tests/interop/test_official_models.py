@@ -93,3 +93,44 @@ def test_every_official_paper_yaml_translates_or_names_what_is_missing(name: str
         assert params == official_numbers()[key]
     if key in ZOO_OF:
         assert params == _zoo_params(ZOO_OF[key])
+
+
+def test_paper_rows_translate_to_our_blocks_and_args() -> None:
+    official = {
+        "nc": 2,
+        "depth_multiple": 1.0,
+        "width_multiple": 1.0,
+        "anchors": 3,  # a count: the official auto-anchor computes them at training time
+        "backbone": [
+            [-1, 1, "Conv", [12, 3, 2]],  # 12 is rounded up to 16, as the official parser does at width 1
+            [-1, 1, "DownC", [32, 2]],
+            [-1, 2, "BottleneckCSPF", [32]],
+        ],
+        "head": [
+            [-1, 1, "SPPCSP", [16, False, 1, 0.25, [3, 5]]],
+            [-1, 1, "nn.Upsample", ["None", 2, "nearest"]],
+            [[-1, 0], 1, "Concat", [1]],
+            [-1, 3, "BottleneckCSP2", [16, False]],
+            [[5], 1, "IDetect", ["nc", "anchors"]],
+        ],
+    }
+    with pytest.raises(InteropError, match="anchors are a count"):
+        translate_paper_yaml(official)
+    config = translate_paper_yaml(official, anchors_px=[[10, 13, 16, 30, 33, 23]])
+    rows = config["backbone"] + config["neck"]
+    assert rows[0] == [-1, 1, "Conv", [16, 3, 2]]
+    assert rows[1] == [-1, 1, "DownC", [32, 2]]
+    assert rows[2] == [-1, 2, "BottleneckCSPF", [32]]
+    assert rows[3] == [-1, 1, "SPPCSP", [16, 0.25, [3, 5]]]
+    assert rows[4] == [-1, 1, "Upsample", [2, "nearest"]]
+    assert rows[6] == [-1, 3, "BottleneckCSP2", [16, False]]
+    assert config["outputs"] == [5] and config["head"] == {"implicit": True} and config["nc"] == 2
+    model = build_model(config)
+    assert [s.stride for s in model.body.out_shapes] == [2]
+    padded = {
+        **official,
+        "backbone": [[-1, 1, "Conv", [16, 3, 2, 0]]],
+        "head": [[[0], 1, "Detect", ["nc", 3]]],
+    }
+    with pytest.raises(InteropError, match=r"row 0 .*explicit padding 0"):
+        translate_paper_yaml(padded, anchors_px=[[1, 1, 2, 2, 3, 3]])
