@@ -32,7 +32,7 @@ import yaml  # noqa: E402
 from unified.config import ConfigError  # noqa: E402
 from unified.engine.checkpoint import CheckpointError  # noqa: E402
 from unified.interop import (  # noqa: E402
-    UnsafeCheckpointError,
+    OfficialCheckpointError,
     convert_official,
     model_yaml_text,
     relayout,
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         out = save_converted(
             converted, args.out, {"weights": str(args.weights), "cfg": str(args.cfg) if args.cfg else None}
         )
-    except (ConfigError, UnsafeCheckpointError, CheckpointError, FileNotFoundError, OSError) as exc:
+    except (ConfigError, OfficialCheckpointError, CheckpointError, FileNotFoundError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     params = sum(v.numel() for k, v in converted.state_dict.items() if not k.endswith(_BUFFERS))

@@ -298,3 +298,25 @@ def test_converted_checkpoint_fine_tunes_through_the_cli_on_five_classes(
     assert "re-initialised 12 tensors" in result.stdout
     ckpt = torch.load(tmp_path / "runs" / "ft" / "weights" / "last.pt", weights_only=True)
     assert ckpt["dataset_info"]["class_names"] == ["ellipse", "rectangle", "triangle", "star", "cross"]
+
+
+def test_a_corrupt_official_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    import zipfile
+
+    from unified.interop import OfficialCheckpointError
+
+    good = tmp_path / "good.pt"
+    torch.save({"model": {"module_list.0.Conv2d.weight": torch.zeros(10)}}, good)
+    assert torch.equal(
+        read_official_checkpoint(good)["model"]["module_list.0.Conv2d.weight"], torch.zeros(10)
+    )
+    bad = tmp_path / "bad.pt"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, data[:8] if item.filename.endswith("/data/0") else data)  # 2 of 10 floats
+    with pytest.raises(OfficialCheckpointError, match=r"bad\.pt cannot be read \(corrupt or truncated\?\)"):
+        read_official_checkpoint(bad)
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(UnsafeCheckpointError, match="not a torch zip archive"):
+        read_official_checkpoint(tmp_path / "text.pt")

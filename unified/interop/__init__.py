@@ -33,6 +33,7 @@ from unified.interop.darknet import (
 from unified.interop.paper import convert_paper, translate_paper_yaml
 from unified.interop.relayout import relayout
 from unified.interop.unpickler import (
+    OfficialCheckpointError,
     OfficialObject,
     RestrictedUnpickler,
     UnsafeCheckpointError,
@@ -44,6 +45,7 @@ __all__ = [
     "DarknetSection",
     "DarknetTranslation",
     "InteropError",
+    "OfficialCheckpointError",
     "OfficialObject",
     "RestrictedUnpickler",
     "UnsafeCheckpointError",

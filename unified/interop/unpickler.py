@@ -57,7 +57,20 @@ _STORAGE_DTYPES = {
 }
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+#: ``torch.<dtype>`` globals a pickle may name (a fixed list: never a lookup of arbitrary torch attributes).
+_DTYPE_NAMES = frozenset(
+    (
+        "float16", "float32", "float64", "bfloat16", "half", "float", "double", "int8", "int16", "int32",
+        "int64", "uint8", "bool", "short", "int", "long", "complex64", "complex128",
+    )
+)  # fmt: skip
+
+
+class OfficialCheckpointError(pickle.UnpicklingError):
+    """An official checkpoint cannot be read (corrupt, truncated, or refused)."""
+
+
+class UnsafeCheckpointError(OfficialCheckpointError):
     """The checkpoint names a global outside the allow-list, or is in a format that could run code."""
 
 
@@ -213,7 +226,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _TENSOR_FUNCTIONS[key]
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+        if module == "torch" and name in _DTYPE_NAMES:
             return getattr(torch, name)
         if module in _NUMPY_MODULES and name in _NUMPY_NAMES:
             return self._stand_in(f"{module}.{name}", NumpyValue)
@@ -265,6 +278,8 @@ def read_official_checkpoint(path: str | Path) -> Any:
         FileNotFoundError: if ``path`` does not exist.
         UnsafeCheckpointError: if the pickle names a global outside the allow-list, or the archive is
             TorchScript or the legacy tar format.
+        OfficialCheckpointError: if the archive is corrupt (a storage record missing, a tensor out of the
+            bounds of its storage, a truncated pickle).
     """
     path = Path(path)
     if not path.is_file():
@@ -290,7 +305,14 @@ def read_official_checkpoint(path: str | Path) -> Any:
             return archive.read(f"{prefix}data/{key}")
 
         with archive.open(pickles[0]) as handle:
-            return RestrictedUnpickler(handle, storages, str(path)).load()
+            try:
+                return RestrictedUnpickler(handle, storages, str(path)).load()
+            except OfficialCheckpointError:
+                raise
+            except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, KeyError, TypeError) as exc:
+                raise OfficialCheckpointError(
+                    f"{path} cannot be read (corrupt or truncated?): {exc}"
+                ) from None
 
 
 def module_state_dict(obj: OfficialObject, prefix: str = "", buffers: bool = True) -> dict[str, torch.Tensor]:
@@ -320,6 +342,7 @@ def iter_modules(obj: OfficialObject, prefix: str = "") -> list[tuple[str, Offic
 
 __all__ = [
     "NumpyValue",
+    "OfficialCheckpointError",
     "OfficialObject",
     "RestrictedUnpickler",
     "UnsafeCheckpointError",
