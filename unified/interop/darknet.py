@@ -137,7 +137,7 @@ class _Cfg:
     def fail(self, message: str) -> InteropError:
         return InteropError(f"{self.where()}: {message}")
 
-    def int(self, key: str, default: int | None = None) -> int:
+    def integer(self, key: str, default: int | None = None) -> int:
         value = self.section.options.get(key)
         if value is None:
             if default is None:
@@ -148,7 +148,7 @@ class _Cfg:
         except ValueError:
             raise self.fail(f"'{key}={value}' is not an integer") from None
 
-    def ints(self, key: str) -> list[int]:
+    def integers(self, key: str) -> list[int]:
         value = self.section.options.get(key)
         if value is None:
             raise self.fail(f"missing '{key}='")
@@ -157,7 +157,7 @@ class _Cfg:
         except ValueError:
             raise self.fail(f"'{key}={value}' is not a list of integers") from None
 
-    def floats(self, key: str) -> list[float]:
+    def numbers(self, key: str) -> list[float]:
         value = self.section.options.get(key)
         if value is None:
             raise self.fail(f"missing '{key}='")
@@ -166,7 +166,7 @@ class _Cfg:
         except ValueError:
             raise self.fail(f"'{key}={value}' is not a list of numbers") from None
 
-    def str(self, key: str, default: str) -> str:
+    def text(self, key: str, default: str) -> str:
         return self.section.options.get(key, default).strip()
 
     def ref(self, value: int) -> int:
@@ -248,7 +248,7 @@ def translate_darknet(source: str | Path, text: str | None = None) -> DarknetTra
         for s in sections
         if s.type == "convolutional"
         and s.index not in head_sections
-        and _Cfg(source, s).int("batch_normalize", 0)
+        and _Cfg(source, s).integer("batch_normalize", 0)
     )
     model_act = next((a for a, _ in acts.most_common() if a != "linear"), "silu")
 
@@ -289,27 +289,27 @@ def translate_darknet(source: str | Path, text: str | None = None) -> DarknetTra
         elif kind == "route":
             if "groups" in section.options or "group_id" in section.options:
                 raise cfg.fail("route with groups/group_id (channel split) is not supported")
-            layers = [cfg.ref(v) for v in cfg.ints("layers")]
+            layers = [cfg.ref(v) for v in cfg.integers("layers")]
             rows.append([[_absolute(src(cfg, j), len(rows)) for j in layers], 1, "Concat", []])
         elif kind == "shortcut":
             if "weights_type" in section.options:
                 raise cfg.fail("weighted shortcut (weights_type) is not supported")
-            others = [cfg.ref(v) for v in cfg.ints("from")]
+            others = [cfg.ref(v) for v in cfg.integers("from")]
             froms = [_absolute(src(cfg, previous), len(rows))] + [
                 _absolute(src(cfg, j), len(rows)) for j in others
             ]
             rows.append([froms, 1, "Shortcut", []])
         elif kind == "upsample":
-            rows.append([src(cfg, previous), 1, "Upsample", [cfg.int("stride", 2)]])
+            rows.append([src(cfg, previous), 1, "Upsample", [cfg.integer("stride", 2)]])
         elif kind == "maxpool":
-            size, stride = cfg.int("size", 2), cfg.int("stride", 1)
+            size, stride = cfg.integer("size", 2), cfg.integer("stride", 1)
             if size == 2 and stride == 1:
                 raise cfg.fail("maxpool size=2 stride=1 (zero-padded, yolov3-tiny) is not supported")
             rows.append([src(cfg, previous), 1, "MaxPool", [size, stride]])
         elif kind == "reorg":
             rows.append([src(cfg, previous), 1, "ReOrg", []])
         elif kind in ("shift_channels", "control_channels"):
-            refs = [cfg.ref(v) for v in cfg.ints("from")]
+            refs = [cfg.ref(v) for v in cfg.integers("from")]
             wanted = "implicit_add" if kind == "shift_channels" else "implicit_mul"
             if len(refs) != 1 or sections[refs[0]].type != wanted:
                 raise cfg.fail(f"{kind} must read one [{wanted}] section, got from={refs}")
@@ -376,7 +376,7 @@ def _number(value: float) -> float | int:
 
 
 def _activation(cfg: _Cfg) -> str:
-    name = cfg.str("activation", "linear")
+    name = cfg.text("activation", "linear")
     act = DARKNET_ACTIVATIONS.get(name)
     if act is None:
         raise cfg.fail(
@@ -391,16 +391,16 @@ def _convolution(cfg: _Cfg, model_act: str) -> tuple[str, list[Any], bool]:
         raise cfg.fail(
             "convolutions with separate x/y strides or several kernel sizes (MixConv) are not supported"
         )
-    if "dilation" in options and cfg.int("dilation") != 1:
+    if "dilation" in options and cfg.integer("dilation") != 1:
         raise cfg.fail("dilated convolutions are not supported")
-    filters, size, stride = cfg.int("filters"), cfg.int("size", 1), cfg.int("stride", 1)
-    groups = cfg.int("groups", 1)
+    filters, size, stride = cfg.integer("filters"), cfg.integer("size", 1), cfg.integer("stride", 1)
+    groups = cfg.integer("groups", 1)
     if size % 2 == 0:
         raise cfg.fail(f"even kernel size {size} is not supported")
-    if size > 1 and not cfg.int("pad", 0):
+    if size > 1 and not cfg.integer("pad", 0):
         raise cfg.fail("convolutions without 'same' padding (pad=0) are not supported")
     act = _activation(cfg)
-    if cfg.int("batch_normalize", 0):
+    if cfg.integer("batch_normalize", 0):
         args: list[Any] = [filters, size, stride]
         if act != model_act or groups != 1:
             args += [groups, False if act == "linear" else (True if act == model_act else act)]
@@ -434,11 +434,11 @@ def _find_heads(source: str, sections: list[DarknetSection]) -> tuple[list[_Head
             )
         conv_cfg = _Cfg(source, conv)
         if (
-            conv_cfg.int("batch_normalize", 0)
-            or conv_cfg.int("size", 1) != 1
-            or conv_cfg.int("stride", 1) != 1
-            or conv_cfg.int("groups", 1) != 1
-            or conv_cfg.str("activation", "linear") != "linear"
+            conv_cfg.integer("batch_normalize", 0)
+            or conv_cfg.integer("size", 1) != 1
+            or conv_cfg.integer("stride", 1) != 1
+            or conv_cfg.integer("groups", 1) != 1
+            or conv_cfg.text("activation", "linear") != "linear"
         ):
             raise conv_cfg.fail("the convolution before [yolo] must be 1×1, stride 1, linear, without BN")
         group.append(j)
@@ -449,15 +449,15 @@ def _find_heads(source: str, sections: list[DarknetSection]) -> tuple[list[_Head
             j -= 1
         if j < 0:
             raise cfg.fail("the detection head has no input layer")
-        mask = cfg.ints("mask")
-        anchors = cfg.floats("anchors")
+        mask = cfg.integers("mask")
+        anchors = cfg.numbers("anchors")
         pairs = [anchors[k : k + 2] for k in range(0, len(anchors) - 1, 2)]
         if len(anchors) % 2 or any(not 0 <= m < len(pairs) for m in mask):
             raise cfg.fail(f"mask {mask} does not index the {len(pairs)} anchor pairs")
-        classes = cfg.int("classes")
-        if conv_cfg.int("filters") != len(mask) * (classes + 5):
+        classes = cfg.integer("classes")
+        if conv_cfg.integer("filters") != len(mask) * (classes + 5):
             raise conv_cfg.fail(
-                f"filters={conv_cfg.int('filters')} but the yolo layer needs {len(mask)} × ({classes} + 5)"
+                f"filters={conv_cfg.integer('filters')} but the yolo layer needs {len(mask)} × ({classes} + 5)"
             )
         levels.append(
             _HeadLevel(
@@ -480,7 +480,7 @@ def _find_heads(source: str, sections: list[DarknetSection]) -> tuple[list[_Head
 
 def _implicit_ref(source: str, sections: list[DarknetSection], section: DarknetSection, wanted: str) -> int:
     cfg = _Cfg(source, section)
-    refs = [cfg.ref(v) for v in cfg.ints("from")]
+    refs = [cfg.ref(v) for v in cfg.integers("from")]
     if len(refs) != 1 or sections[refs[0]].type != wanted:
         raise cfg.fail(f"[{section.type}] must read one [{wanted}] section, got from={refs}")
     return refs[0]
@@ -494,7 +494,7 @@ def _references(source: str, sections: list[DarknetSection]) -> dict[int, list[i
         key = {"route": "layers", "shortcut": "from"}.get(section.type)
         if key is None:
             continue
-        for value in cfg.ints(key):
+        for value in cfg.integers(key):
             readers.setdefault(cfg.ref(value), []).append(section.index)
     for section in sections:
         # Sequential readers: a layer reads the one before it unless it is a route or an implicit constant.
