@@ -74,5 +74,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# -- model mode (interop/deployment side) -------------------------------------------------------------------
+def track_with_model(args: argparse.Namespace, config: TrackerConfig) -> int:
+    """Model mode: detect (and embed, with a ``jde`` model) every frame of ``--source``, track, write MOT rows.
+
+    Ready to be wired in place of ``run_model_mode``; the work is ``unified.interop.inference.track_source``.
+    """
+    from unified.engine.checkpoint import CheckpointError
+    from unified.interop.inference import MissingDependencyError, SourceError, track_source
+    from unified.model import load
+
+    try:
+        model = load(args.weights).fuse()
+        results = list(track_source(model, args.source, config, img_size=getattr(args, "img", 640)))
+    except (CheckpointError, ConfigError, SourceError, MissingDependencyError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_mot_results(args.out, results)
+    tracks = {t.track_id for _, active in results for t in active}
+    print(f"{args.source}: {len(results)} frames, {len(tracks)} tracks -> {args.out}")
+    return 0
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
