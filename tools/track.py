@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--weights", type=Path, help="unified checkpoint (model mode: detect, embed, track)")
     parser.add_argument("--source", help="model mode: a sequence folder (img1/ or images) or a video file")
     parser.add_argument("--out", type=Path, required=True, help="MOTChallenge result file to write")
+    parser.add_argument("--img", type=int, default=640, help="model mode: inference image size")
     parser.add_argument("--tracker-config", type=Path, help="YAML with TrackerConfig fields")
     parser.add_argument("overrides", nargs="*", help="tracker settings as key=value (e.g. high_thresh=0.4)")
     args = parser.parse_args(argv)
@@ -41,13 +42,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_model_mode(args: argparse.Namespace, config: TrackerConfig) -> int:
-    """Detect, embed and track with a trained model (wired by the model/engine side)."""
-    raise NotImplementedError(
-        "tools/track.py --weights (model mode) is not wired yet; track a detection file with --detections"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -56,11 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: tracker config: {exc}", file=sys.stderr)
         return 2
     if args.weights is not None:
-        try:
-            return run_model_mode(args, config)
-        except NotImplementedError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        return track_with_model(args, config)
     try:
         frames = read_mot_detections(args.detections)
         results = list(track_frames(frames, config))
@@ -78,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 def track_with_model(args: argparse.Namespace, config: TrackerConfig) -> int:
     """Model mode: detect (and embed, with a ``jde`` model) every frame of ``--source``, track, write MOT rows.
 
-    Ready to be wired in place of ``run_model_mode``; the work is ``unified.interop.inference.track_source``.
+    The work is ``unified.interop.inference.track_source``.
     """
     from unified.engine.checkpoint import CheckpointError
     from unified.interop.inference import MissingDependencyError, SourceError, track_source
@@ -86,7 +76,7 @@ def track_with_model(args: argparse.Namespace, config: TrackerConfig) -> int:
 
     try:
         model = load(args.weights).fuse()
-        results = list(track_source(model, args.source, config, img_size=getattr(args, "img", 640)))
+        results = list(track_source(model, args.source, config, img_size=args.img))
     except (CheckpointError, ConfigError, SourceError, MissingDependencyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -105,8 +105,15 @@ def test_tool_errors(tmp_path, capsys):
     assert "detection file not found" in capsys.readouterr().err
     assert track.main(["--detections", str(bad), "--out", str(tmp_path / "o.txt"), "lost_bufer=3"]) == 2
     assert "Did you mean 'lost_buffer'" in capsys.readouterr().err
-    assert track.main(["--weights", "w.pt", "--source", "seq", "--out", str(tmp_path / "o.txt")]) == 2
-    assert "not wired yet" in capsys.readouterr().err
+    assert (
+        track.main(["--weights", str(tmp_path / "w.pt"), "--source", "seq", "--out", str(tmp_path / "o.txt")])
+        == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        track.main(
+            ["--weights", str(tmp_path / "w.pt"), "--out", str(tmp_path / "o.txt")]
+        )  # --source missing
     with pytest.raises(SystemExit):
         track.main(["--detections", str(bad), "--weights", "w.pt", "--out", "o.txt"])
     (tmp_path / "gt" / "S1" / "gt").mkdir(parents=True)
