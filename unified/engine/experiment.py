@@ -109,7 +109,8 @@ class TrainConfig:
 class ExperimentConfig:
     """Everything a run needs; the resolved copy is written to ``RUN/config.yaml``."""
 
-    model: str | dict[str, Any] = "configs/models/yolor-p6-paper.yaml"  # a model YAML path, or its content
+    # A model YAML path or its content; empty: the architecture stored in `train.weights`.
+    model: str | dict[str, Any] = ""
     data: str = ""
     tasks: list[str] = field(default_factory=lambda: ["detect"])
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -153,6 +153,14 @@ def _run(
         raise ConfigError(
             "key 'data': no dataset YAML given (use --data DATASET.yaml or a `synthetic:` section)"
         )
+    if not cfg.model:
+        if not cfg.train.weights:
+            raise ConfigError(
+                "key 'model': no model given (use --model MODEL.yaml, or --weights CKPT to take its architecture)"
+            )
+        stored = load_safe(cfg.train.weights)
+        require_format(stored, cfg.train.weights)
+        cfg = dataclasses.replace(cfg, model=dict(stored["model_config"]))
     seed_everything(cfg.train.seed + dist_info.rank, cfg.train.deterministic)
     prepare_synthetic(cfg, dist_info)
 
