@@ -192,6 +192,9 @@ def test_startup_errors_are_clear_and_early(tmp_path, tiny_world):
             elif isinstance(loc, str):
                 part[split] = str(tiny_world.parent / loc)
     only_boxes.write_text(yaml.safe_dump(spec))
-    result = _cli("--data", str(only_boxes), "--tasks", "jde", "--project", str(tmp_path))
+    result = _cli("--data", str(tiny_world), "--tasks", "detect", "--project", str(tmp_path))
+    assert result.returncode == 2 and "key 'model': no model given" in result.stderr
+    model = "configs/models/yolor-tiny.yaml"
+    result = _cli("--data", str(only_boxes), "--model", model, "--tasks", "jde", "--project", str(tmp_path))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "task 'jde' needs ['identities'] labels" in result.stderr
