@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,98 @@ class ConfigError(ValueError):
     """A config value or key is wrong; the message names the source, the line and the key."""
 
 
+#: Through aliases a small YAML text can stand for a huge document ("billion laughs"): more values than
+#: this are refused before anything is built.
+MAX_YAML_VALUES = 100_000
+#: Deeper nesting than this is refused (PyYAML and the loader recurse per level).
+MAX_YAML_DEPTH = 64
+
+
+def _check_yaml_graph(root: yaml.Node, place: str) -> None:
+    """Refuse recursive aliases, alias bombs, excessive nesting and duplicate keys in a composed document.
+
+    YAML silently keeps the last of two equal keys; a config must not lose a value that way.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    # Iterative depth-first walk: (node, depth, children pushed yet?).
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, expanded = stack.pop()
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                children += [key_node, value_node]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if expanded:
+            on_path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > MAX_YAML_VALUES:
+                raise ConfigError(
+                    f"{place}, line {node.start_mark.line + 1}: the document expands (through aliases) to more "
+                    f"than {MAX_YAML_VALUES} values; refusing it"
+                )
+            continue
+        if id(node) in sizes:
+            continue  # an alias of a node already measured
+        if id(node) in on_path:
+            raise ConfigError(
+                f"{place}, line {node.start_mark.line + 1}: a recursive alias (an anchor used inside itself)"
+            )
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(
+                f"{place}, line {node.start_mark.line + 1}: nested deeper than {MAX_YAML_DEPTH} levels"
+            )
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                line = key_node.start_mark.line + 1
+                if key_node.value in first:
+                    raise ConfigError(
+                        f"{place}, line {line}: key {key_node.value!r} appears twice in one mapping (first at "
+                        f"line {first[key_node.value]}); YAML would silently keep only the last value"
+                    )
+                first[key_node.value] = line
+        on_path.add(id(node))
+        stack.append((node, depth, True))
+        stack.extend((child, depth + 1, False) for child in children if id(child) not in sizes)
+
+
+def load_yaml_text(text: str, place: str) -> Any:
+    """Parse YAML text safely (plain data only) into Python data, refusing what :func:`_check_yaml_graph` refuses.
+
+    Args:
+        text: The YAML document.
+        place: Where it comes from (a file name, an override), for error messages.
+
+    Raises:
+        ConfigError: for invalid YAML (with its line), a recursive or exploding alias, excessive nesting or a
+            duplicate key.
+    """
+    try:
+        loader = yaml.SafeLoader(text)  # checks for unprintable characters already
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{place}: invalid YAML: {exc}") from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_yaml_graph(node, place)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{place}{line}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{place}: nested too deeply to read") from None
+    finally:
+        loader.dispose()
+
+
 def _where(source: str | None, key: str, lines: Mapping[str, int] | None) -> str:
     line = (lines or {}).get(key)
     place = source or "<config>"
@@ -37,11 +130,15 @@ def yaml_key_lines(text: str) -> dict[str, int]:
     """Map every dotted key path of a YAML document to its 1-based line number."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return {}
     lines: dict[str, int] = {}
+    seen: set[int] = set()
 
     def walk(node: yaml.Node, prefix: str) -> None:
+        if id(node) in seen or prefix.count(".") >= MAX_YAML_DEPTH:
+            return  # an alias of a node already walked (aliases could make the walk exponential)
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
@@ -69,13 +166,9 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
+    data = load_yaml_text(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -91,10 +184,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key or any(not part.strip() for part in key.split(".")):
         raise ConfigError(f"override {text!r} has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"override {text!r}: the value {raw!r} is not valid YAML") from None
+    value = load_yaml_text(raw, f"override {text!r}: value {raw!r}") if raw.strip() else None
     return key, value
 
 
@@ -139,6 +229,9 @@ def _convert(value: Any, tp: Any, key: str, source: str | None, lines: Mapping[s
         options = get_args(tp)
         if value is None and type(None) in options:
             return None
+        concrete = [option for option in options if option is not type(None)]
+        if len(concrete) == 1:  # ``X | None``: X's own error names the exact key
+            return _convert(value, concrete[0], key, source, lines)
         errors = []
         for option in options:
             if option is type(None):
@@ -192,7 +285,15 @@ def _convert(value: Any, tp: Any, key: str, source: str | None, lines: Mapping[s
         raise ConfigError(f"{_where(source, key, lines)}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                raise ConfigError(
+                    f"{_where(source, key, lines)}: {str(value)[:12]}... is too large a number"
+                ) from None
+            if math.isnan(number):
+                raise ConfigError(f"{_where(source, key, lines)}: expected a number, got NaN")
+            return number
         raise ConfigError(f"{_where(source, key, lines)}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -243,6 +344,11 @@ def from_dict(
         raise ConfigError(f"{source or '<config>'}: required key(s) missing: {keys}")
     try:
         obj = cls(**kwargs)
+    except _CheckFailed as exc:
+        # ``check`` names the key relative to the file's root or to this dataclass; add file and line.
+        inside = not prefix or exc.key == prefix or exc.key.startswith(f"{prefix}.")
+        key = exc.key if inside else f"{prefix}.{exc.key}"
+        raise ConfigError(f"{_where(source, key, lines)}: {exc.problem}") from None
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
@@ -250,10 +356,19 @@ def from_dict(
     return obj
 
 
+class _CheckFailed(ConfigError):
+    """Raised by :func:`check`; :func:`from_dict` turns it into a ConfigError with file and line."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"key {key!r}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
 def check(condition: bool, key: str, message: str) -> None:
     """Validate a value inside a dataclass ``__post_init__``; the loader adds file and line."""
     if not condition:
-        raise ConfigError(f"key {key!r}: {message}")
+        raise _CheckFailed(key, message)
 
 
 def to_dict(obj: Any) -> Any:

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from unified.config import check
+
 #: Letterbox and border fill, as YOLOR.
 PAD_VALUE = 114
 #: Fraction of the output a source image must cover for its scene labels to hold for the output.
@@ -74,15 +76,14 @@ class AugmentConfig:
     mixup: float = 0.0
 
     def __post_init__(self) -> None:
+        # ``check`` names the key, so a loaded config error points at ``augment.<name>`` and its line.
         for name in ("flipud", "fliplr", "mosaic", "mixup"):
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"augmentation {name!r} is a probability in [0, 1], got {value}")
-        if not 0.0 <= self.scale < 1.0:
-            raise ValueError(f"augmentation 'scale' must be in [0, 1), got {self.scale}")
+            check(0.0 <= value <= 1.0, name, f"augmentation {name!r} is a probability in [0, 1], got {value}")
+        check(0.0 <= self.scale < 1.0, "scale", f"augmentation 'scale' must be in [0, 1), got {self.scale}")
         for name in ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "shear", "perspective"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"augmentation {name!r} must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            check(value >= 0, name, f"augmentation {name!r} must be >= 0, got {value}")
 
     @classmethod
     def from_hyp(cls, hyp: Mapping[str, Any]) -> AugmentConfig:
