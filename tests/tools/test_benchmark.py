@@ -1,0 +1,178 @@
+"""The benchmark: its tiny mode end to end (keys, finite numbers, table) and its parts.
+
+No test here asserts a time: speed is judged by running the benchmark, never by a timed test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.tools.helpers import load_tool
+from unified.benchmark import OFFICIAL_KEYS, REQUIRED_KEYS, Timings, check_result, interleaved, markdown_table
+from unified.benchmark.memory import peak_rss_mb, reset_peak_rss
+from unified.benchmark.official import OfficialRepoError, load_official
+from unified.benchmark.tracking import detections_from_ground_truth, motmetrics_sequence, run_ours
+from unified.benchmark.workloads import coco_like_info, random_batch
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    tool = load_tool("benchmark")
+    code = tool.main(["--tiny", "--json", str(out), "--threads", "1"])
+    return code, json.loads(out.read_text())
+
+
+def test_tiny_run_has_every_key_with_finite_numbers(tiny_run):
+    code, result = tiny_run
+    assert code == 0
+    assert check_result(result) == []
+    for key in REQUIRED_KEYS:
+        assert key in result
+    assert not any(k in result for k in OFFICIAL_KEYS)  # no official checkout given
+    assert set(result["train_step_images_per_s"]) == {"paper", "demo"}
+    assert set(result["multitask_overhead"]) == {"paper", "demo"}
+    assert set(result["peak_memory_mb"]) == {"paper", "demo"}
+    assert {"unfused", "fused"} <= set(result["infer_latency_ms"])
+    assert "ours" in result["tracker_fps"]
+    for value in result["train_step_images_per_s"].values():
+        assert value > 0
+    assert result["data_vs_step_ratio"] > 0
+    assert result["peak_memory_mb"]["paper"] > 10  # a whole Python process with torch, in MiB
+    assert result["versions"]["torch"] == torch.__version__
+    assert result["workloads"]["demo"]["tasks"] == ["detect", "jdc", "jde"]
+
+
+def test_tiny_run_table_names_every_measurement(tiny_run):
+    _, result = tiny_run
+    table = markdown_table(result)
+    for words in ("Training step", "Inference latency", "Fused implicit overhead", "Multi-task overhead"):
+        assert words in table
+    for words in ("FLOP utilisation", "Data pipeline", "Tracker", "Peak memory", "| lever |"):
+        assert words in table
+    assert all(line.startswith("|") for line in table.splitlines() if line)
+
+
+def test_check_result_reports_missing_and_non_finite():
+    result = {k: 1.0 for k in REQUIRED_KEYS}
+    assert check_result(result) == []
+    result["tracker_fps"] = {"ours": float("nan")}
+    del result["peak_memory_mb"]
+    problems = check_result(result)
+    assert any("peak_memory_mb" in p for p in problems)
+    assert any("tracker_fps.ours" in p for p in problems)
+
+
+def test_interleaved_takes_turns_and_ratios_pair_repeats():
+    calls = []
+    timings = interleaved(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1
+    )
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-ups first, then turns
+    assert [len(v) for v in timings.seconds.values()] == [3, 3]
+    # Medians of per-repeat ratios: a drifting machine slows both sides of a pair alike.
+    t = Timings({"slow": [2.0, 20.0, 4.0], "fast": [1.0, 10.0, 2.0]})
+    assert t.ratio("slow", "fast") == pytest.approx(2.0)
+    assert t.median("slow") == 4.0
+    with pytest.raises(ValueError):
+        interleaved({"a": lambda: None}, repeats=0)
+
+
+def test_random_batch_follows_the_batch_contract():
+    info = coco_like_info(nc=80, num_identities=500)
+    batch = random_batch(4, 64, info, boxes_per_image=5, seed=1)
+    targets = batch["targets"]
+    assert batch["images"].shape == (4, 3, 64, 64)
+    assert targets.shape == (20, 7)
+    assert torch.equal(targets[:, 0], torch.arange(4).repeat_interleave(5).float())
+    assert ((targets[:, 2:6] > 0) & (targets[:, 2:6] < 1)).all()
+    assert len(set(targets[:, 6].tolist())) == 20  # distinct identities
+    # Image labels are the classes present in each image.
+    for i in range(4):
+        classes = set(targets[targets[:, 0] == i, 1].long().tolist())
+        assert set(batch["image_labels"][i].nonzero().flatten().tolist()) == classes
+    assert all(m.all() for m in batch["label_mask"].values())
+    assert torch.equal(random_batch(4, 64, info, seed=1)["targets"], targets)
+
+
+def test_tracker_detections_come_from_the_ground_truth():
+    gt = motmetrics_sequence("TUD-Stadtmitte")
+    frames = detections_from_ground_truth(gt, seed=0)
+    again = detections_from_ground_truth(gt, seed=0)
+    table = np.loadtxt(gt, delimiter=",")
+    assert len(frames) == int(table[:, 0].max())
+    assert all(np.array_equal(a.boxes, b.boxes) for a, b in zip(frames, again))
+    total = sum(len(f.boxes) for f in frames)
+    assert 0.7 * len(table) < total < 1.3 * len(table)
+    assert all((f.boxes[:, 2:] > f.boxes[:, :2]).all() for f in frames if len(f.boxes))
+    ids = run_ours(frames)
+    people = len(np.unique(table[:, 1]))
+    assert people <= ids <= 4 * people  # noisy detections split some tracks, but it does track
+
+
+def test_peak_rss_follows_a_large_allocation():
+    if not Path("/proc/self/status").exists():
+        pytest.skip("no /proc on this system")
+    reset_peak_rss()
+    before = peak_rss_mb()
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    assert peak_rss_mb() >= before + 50
+    del block
+
+
+def _fake_official_repo(root: Path) -> Path:
+    """A stand-in with the official layout and the line the compatibility edit fixes (no official code)."""
+    (root / "models").mkdir(parents=True)
+    (root / "utils").mkdir()
+    (root / "models" / "__init__.py").write_text("")
+    (root / "utils" / "__init__.py").write_text("")
+    (root / "models" / "yolor-p6.yaml").write_text("nc: 80\n")
+    (root / "models" / "common.py").write_text("")
+    (root / "models" / "yolo.py").write_text("import cv2\n\nclass Model:\n    pass\n")
+    (root / "utils" / "loss.py").write_text(
+        "def compute_loss(p, targets, model):\n"
+        "    return 'gj.clamp_(0, gain[3] - 1), gi.clamp_(0, gain[2] - 1)'\n"
+    )
+    return root
+
+
+def test_official_code_is_imported_from_a_patched_copy(tmp_path, monkeypatch):
+    repo = _fake_official_repo(tmp_path / "yolor")
+    original = (repo / "utils" / "loss.py").read_text()
+    monkeypatch.setitem(sys.modules, "cv2", sys.modules.get("cv2") or type(sys)("cv2"))
+    for name in ("models", "models.yolo", "utils", "utils.loss"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    try:
+        code = load_official(repo)
+        assert "int(gain[3]) - 1" in code.compute_loss(None, None, None)
+        assert (repo / "utils" / "loss.py").read_text() == original  # the checkout is never modified
+        assert code.root != repo
+    finally:
+        for name in ("models", "models.yolo", "models.common", "utils", "utils.loss"):
+            sys.modules.pop(name, None)
+
+
+def test_official_repo_errors_name_the_missing_file(tmp_path):
+    (tmp_path / "models").mkdir()
+    with pytest.raises(OfficialRepoError, match="models/yolo.py"):
+        load_official(tmp_path)
+
+
+def test_numbers_in_a_result_are_json_safe(tiny_run):
+    _, result = tiny_run
+
+    def walk(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, float):
+            assert math.isfinite(value)
+
+    walk({k: result[k] for k in REQUIRED_KEYS})

@@ -1,0 +1,271 @@
+"""What the benchmark times: a training step of the real trainer, an inference forward, their inputs.
+
+The training step is :meth:`unified.engine.Trainer.run_step` itself (forward, every task's loss through
+``TrainingModule``, the balancer, backward, gradient clipping, the optimiser step), so the benchmark
+measures the code users run, with the precision and memory format the experiment config resolves to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from unified.engine.balancers import build_balancer
+from unified.engine.experiment import ExperimentConfig, load_experiment
+from unified.engine.trainer import Trainer, autocast_context, resolve_precision
+from unified.model import UnifiedModel, build_model
+from unified.task import LABEL_KINDS, DatasetInfo, resolve_tasks
+
+REPO = Path(__file__).resolve().parents[2]
+#: The demo experiment: its model, tasks, image size and batch are the demo workload.
+DEMO_EXPERIMENT = REPO / "configs" / "experiments" / "synthetic.yaml"
+PAPER_MODEL = REPO / "configs" / "models" / "yolor-p6-paper.yaml"
+
+
+def repo_path(path: str | Path) -> Path:
+    """``path`` as given when it exists, else relative to the repository (configs name repo-relative files)."""
+    p = Path(path)
+    return p if p.exists() or p.is_absolute() else REPO / p
+
+
+def coco_like_info(nc: int = 80, num_identities: int = 500) -> DatasetInfo:
+    """Dataset info for random batches: ``nc`` classes (also the image labels) and identities for ``jde``."""
+    names = [f"class{i}" for i in range(nc)]
+    return DatasetInfo(names, list(names), num_identities, LABEL_KINDS)
+
+
+def demo_info(num_identities: int = 32) -> DatasetInfo:
+    """The synthetic world's classes and scene labels (the demo's heads), with ``num_identities`` identities."""
+    from unified.data.synthetic import CLASS_NAMES, SCENE_LABELS
+
+    return DatasetInfo(list(CLASS_NAMES), [*CLASS_NAMES, *SCENE_LABELS], num_identities, LABEL_KINDS)
+
+
+def random_batch(
+    batch: int,
+    size: int,
+    info: DatasetInfo,
+    boxes_per_image: int = 5,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A batch in the contract of ``docs/ARCHITECTURE.md``: uniform noise images and random boxes.
+
+    Every image carries every label kind (boxes with distinct identities, image labels), so every enabled
+    task computes its full loss: the worst case for multi-task cost.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = batch * boxes_per_image
+    centre = torch.rand(n, 2, generator=g) * 0.6 + 0.2
+    wh = torch.rand(n, 2, generator=g) * 0.3 + 0.05
+    image = torch.arange(batch).repeat_interleave(boxes_per_image).float()
+    cls = torch.randint(0, info.nc, (n,), generator=g).float()
+    identity = (
+        torch.randperm(info.num_identities, generator=g)[:n].float()
+        if info.num_identities >= n
+        else torch.randint(0, max(info.num_identities, 1), (n,), generator=g).float()
+    )
+    targets = torch.cat((image[:, None], cls[:, None], centre, wh, identity[:, None]), dim=1)
+    labels = torch.zeros(batch, len(info.image_label_names))
+    labels[image.long(), cls.long()] = 1.0
+    return {
+        "images": torch.rand(batch, 3, size, size, generator=g),
+        "targets": targets,
+        "image_labels": labels,
+        "label_mask": {kind: torch.ones(batch, dtype=torch.bool) for kind in LABEL_KINDS},
+        "meta": [
+            {"image_id": i, "path": f"random{i}", "orig_shape": (size, size), "ratio": 1.0, "pad": (0, 0)}
+            for i in range(batch)
+        ],
+    }
+
+
+def experiment(
+    base: ExperimentConfig | None = None,
+    *,
+    model: str | Path | None = None,
+    tasks: Sequence[str] | None = None,
+    batch: int | None = None,
+    size: int | None = None,
+    precision: str | None = None,
+    channels_last: bool | None = None,
+) -> ExperimentConfig:
+    """``base`` (default: the trainer's defaults) set up for benchmarking one step at a time.
+
+    An optimiser step every step (nominal batch = batch), no warm-up ramp, no EMA, and a learning rate
+    small enough that minutes of steps on one random batch never diverge; none of these change the cost
+    of a step except the EMA, which the official trainer also runs only every optimiser step.
+    """
+    cfg = base or load_experiment(None)
+    train = cfg.train
+    train = dataclasses.replace(
+        train,
+        batch_size=batch or train.batch_size,
+        img_size=size or train.img_size,
+        precision=precision or train.precision,
+        channels_last=train.channels_last if channels_last is None else channels_last,
+    )
+    optim = dataclasses.replace(
+        cfg.optim, nominal_batch_size=train.batch_size, warmup_epochs=0.0, ema=False, lr0=1e-5
+    )
+    task_names = list(tasks) if tasks else list(cfg.tasks)
+    enabled = set(resolve_tasks(task_names))
+    return dataclasses.replace(
+        cfg,
+        model=str(repo_path(model)) if model else cfg.model,
+        tasks=task_names,
+        task_options={k: v for k, v in cfg.task_options.items() if k in enabled},
+        train=train,
+        optim=optim,
+        synthetic=None,
+    )
+
+
+def demo_experiment() -> ExperimentConfig:
+    """The demo's experiment config (``configs/experiments/synthetic.yaml``), model path resolved."""
+    cfg = load_experiment(DEMO_EXPERIMENT)
+    return dataclasses.replace(
+        cfg, model=str(repo_path(cfg.model)) if isinstance(cfg.model, str) else cfg.model
+    )
+
+
+@dataclass
+class TrainWorkload:
+    """A trainer and a batch; ``step()`` runs one real training step.
+
+    Attributes:
+        trainer: The :class:`Trainer` (no hooks).
+        batch: The batch every step trains on.
+        autocast_dtype: What the config's precision resolved to (``None``: fp32).
+    """
+
+    trainer: Trainer
+    batch: dict[str, Any]
+    autocast_dtype: torch.dtype | None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.batch["images"].shape[0])
+
+    def step(self) -> None:
+        self.trainer.run_step(self.batch)
+        if self.trainer.state.skipped_steps:
+            raise RuntimeError("a benchmark step was skipped (non-finite loss): the timing would be wrong")
+
+    def training_flops(self) -> int:
+        """FLOPs (2 × multiply-accumulates, every op the counter knows) of forward + losses + backward."""
+        module = self.trainer.module
+        batch = dict(self.batch)
+        batch["images"] = batch["images"].to(self.trainer.device)
+        batch["targets"] = batch["targets"].to(self.trainer.device)
+        batch["image_labels"] = batch["image_labels"].to(self.trainer.device)
+        batch["label_mask"] = {k: v.to(self.trainer.device) for k, v in batch["label_mask"].items()}
+        with FlopCounterMode(display=False) as counter:
+            total, _, _ = module(batch)
+            total.backward()
+        self.trainer.optimizer.zero_grad(set_to_none=True)
+        return int(counter.get_total_flops())
+
+
+def build_train_workload(
+    cfg: ExperimentConfig,
+    info: DatasetInfo,
+    device: torch.device,
+    boxes_per_image: int = 5,
+    seed: int = 0,
+) -> TrainWorkload:
+    """A :class:`TrainWorkload` for ``cfg`` (model, tasks, batch, size, precision, memory format)."""
+    torch.manual_seed(seed)
+    model = build_model(
+        cfg.model,
+        tasks=cfg.tasks,
+        info=info,
+        task_options=cfg.task_options,
+        implicit_share=cfg.implicit_share,
+    )
+    balancer = build_balancer(
+        cfg.balancer.name, list(model.tasks), cfg.balancer.weights, cfg.balancer.options
+    )
+    trainer = Trainer(cfg, model, balancer, [], device)
+    trainer.model.train()
+    batch = random_batch(cfg.train.batch_size, cfg.train.img_size, info, boxes_per_image, seed)
+    return TrainWorkload(trainer, batch, resolve_precision(cfg.train.precision, device))
+
+
+def build_model_for_inference(model_cfg: str | Path, nc: int = 80, seed: int = 0) -> UnifiedModel:
+    """A detection model in eval mode whose weights several inference variants can share."""
+    torch.manual_seed(seed)
+    return build_model(repo_path(model_cfg), nc=nc).eval()
+
+
+@dataclass
+class InferenceWorkload:
+    """An eval-mode forward pass (decoded outputs included) on a fixed input."""
+
+    forward: Callable[[], Any]
+    model: nn.Module
+    batch_size: int
+
+
+def build_inference(
+    model_cfg: str | Path,
+    device: torch.device,
+    *,
+    batch: int,
+    size: int,
+    fused: bool,
+    dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    nc: int = 80,
+    task_options: dict[str, dict[str, Any]] | None = None,
+    model: UnifiedModel | None = None,
+    seed: int = 0,
+) -> InferenceWorkload:
+    """Our detection model in eval mode, optionally fused, under autocast ``dtype`` (``None``: fp32).
+
+    Pass ``model`` to reuse one model's weights for several variants (fusing happens on a copy).
+    """
+    import copy
+
+    torch.manual_seed(seed)
+    net = (
+        copy.deepcopy(model)
+        if model is not None
+        else build_model(repo_path(model_cfg), nc=nc, task_options=task_options)
+    )
+    net = net.to(device).eval()
+    if fused:
+        net.fuse()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed)).to(device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+
+    def forward() -> Any:
+        with torch.inference_mode(), autocast_context(device, dtype):
+            return net(images)
+
+    return InferenceWorkload(forward, net, batch)
+
+
+__all__ = [
+    "DEMO_EXPERIMENT",
+    "InferenceWorkload",
+    "PAPER_MODEL",
+    "TrainWorkload",
+    "build_inference",
+    "build_model_for_inference",
+    "build_train_workload",
+    "coco_like_info",
+    "demo_experiment",
+    "demo_info",
+    "experiment",
+    "random_batch",
+]
