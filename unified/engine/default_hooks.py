@@ -69,11 +69,24 @@ def checkpoint_payload(trainer: Trainer, run_meta: dict[str, Any]) -> dict[str, 
 
 @HOOKS.register("checkpoint")
 class CheckpointHook(Hook):
-    """Writes ``weights/last.pt`` every epoch and ``weights/best.pt`` when fitness improves (rank 0 only)."""
+    """Writes ``weights/best.pt`` when fitness improves, then ``weights/last.pt``, every epoch (rank 0 only).
+
+    Every write is atomic (:func:`save_atomic`): a kill leaves the previous file valid. ``best.pt`` is
+    written first, so a kill between the two writes leaves a ``last.pt`` from which the resumed run
+    repeats the epoch and writes ``best.pt`` again.
+    """
 
     def __init__(self, run_dir: Path, run_meta: dict[str, Any]) -> None:
         self.weights_dir = Path(run_dir) / "weights"
         self.run_meta = run_meta
+
+    def before_train(self, trainer: Trainer) -> None:
+        if not trainer.dist.is_main:
+            return
+        # Temporary files of a write that was killed (see save_atomic); they would only fill the disk.
+        for name in ("last.pt", "best.pt"):
+            for stale in self.weights_dir.glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
 
     def after_step(self, trainer: Trainer) -> None:
         s = trainer.state
@@ -83,9 +96,9 @@ class CheckpointHook(Hook):
         if improved:
             s.best_fitness = s.fitness
         payload = checkpoint_payload(trainer, self.run_meta)
-        save_atomic(payload, self.weights_dir / "last.pt")
         if improved or not (self.weights_dir / "best.pt").exists():
             save_atomic(payload, self.weights_dir / "best.pt")
+        save_atomic(payload, self.weights_dir / "last.pt")
 
 
 @HOOKS.register("logger")
