@@ -11,7 +11,7 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -21,6 +21,28 @@ VERSION = 1
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be written or read safely."""
+
+
+class _WriteErrorRecorder:
+    """Passes writes through to a file and keeps the ``OSError`` of a failed one.
+
+    ``torch.save`` turns a failed write into a ``RuntimeError`` ("enforce fail ... unexpected pos") that
+    no longer says the disk is full; the recorded error does.
+    """
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
@@ -33,9 +55,11 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    recorder: _WriteErrorRecorder | None = None
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            recorder = _WriteErrorRecorder(handle)
+            torch.save(obj, recorder)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -44,10 +68,11 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
-        if isinstance(exc, OSError):
+        error = exc if isinstance(exc, OSError) else (recorder.error if recorder is not None else None)
+        if error is not None:
             raise CheckpointError(
-                f"could not write checkpoint {path}: {exc.strerror or exc}; the previous {path.name} is unchanged"
-            ) from exc
+                f"could not write checkpoint {path}: {error.strerror or error}; the previous {path.name} is unchanged"
+            ) from error
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -6,11 +6,12 @@ import csv
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unified.config import to_dict
-from unified.engine.checkpoint import FORMAT, VERSION, save_atomic
+from unified.engine.checkpoint import FORMAT, VERSION, CheckpointError, save_atomic
 from unified.engine.distributed import barrier, broadcast_object
 from unified.engine.evaluate import run_evaluation
 from unified.engine.hooks import HOOKS, Hook
@@ -71,14 +72,23 @@ def checkpoint_payload(trainer: Trainer, run_meta: dict[str, Any]) -> dict[str, 
 class CheckpointHook(Hook):
     """Writes ``weights/best.pt`` when fitness improves, then ``weights/last.pt``, every epoch (rank 0 only).
 
-    Every write is atomic (:func:`save_atomic`): a kill leaves the previous file valid. ``best.pt`` is
-    written first, so a kill between the two writes leaves a ``last.pt`` from which the resumed run
-    repeats the epoch and writes ``best.pt`` again.
+    Every write is atomic (:func:`save_atomic`): a kill or a full disk leaves the previous file valid.
+    ``best.pt`` is written first, so a kill between the two writes leaves a ``last.pt`` from which the
+    resumed run repeats the epoch and writes ``best.pt`` again. A failed write (disk full, quota) is
+    reported and training goes on, trying again at the next epoch; after ``max_failures`` epochs in a row
+    without a checkpoint, or when the last epoch's checkpoint cannot be written, it raises.
+
+    Args:
+        run_dir: The run folder (checkpoints go to ``run_dir/weights``).
+        run_meta: Model metadata stored in every checkpoint.
+        max_failures: Consecutive epochs whose checkpoint may fail before the run stops.
     """
 
-    def __init__(self, run_dir: Path, run_meta: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, run_meta: dict[str, Any], max_failures: int = 3) -> None:
         self.weights_dir = Path(run_dir) / "weights"
         self.run_meta = run_meta
+        self.max_failures = max_failures
+        self.failures = 0
 
     def before_train(self, trainer: Trainer) -> None:
         if not trainer.dist.is_main:
@@ -92,13 +102,34 @@ class CheckpointHook(Hook):
         s = trainer.state
         if not s.end_of_epoch or not trainer.dist.is_main:
             return
+        previous_best = s.best_fitness
         improved = s.fitness > s.best_fitness
         if improved:
             s.best_fitness = s.fitness
         payload = checkpoint_payload(trainer, self.run_meta)
-        if improved or not (self.weights_dir / "best.pt").exists():
-            save_atomic(payload, self.weights_dir / "best.pt")
-        save_atomic(payload, self.weights_dir / "last.pt")
+        try:
+            if improved or not (self.weights_dir / "best.pt").exists():
+                try:
+                    save_atomic(payload, self.weights_dir / "best.pt")
+                except CheckpointError:
+                    s.best_fitness = previous_best  # a later epoch that beats the best.pt on disk writes it
+                    raise
+            save_atomic(payload, self.weights_dir / "last.pt")
+        except CheckpointError as exc:
+            self.failures += 1
+            if self.failures >= self.max_failures or _last_epoch(trainer):
+                raise CheckpointError(
+                    f"{exc}. No checkpoint could be written for {self.failures} epoch(s) in a row, the last at "
+                    f"epoch {s.epoch + 1}: stopping. Free space in {self.weights_dir} and resume with "
+                    f"--resume {self.weights_dir.parent}"
+                ) from exc
+            warnings.warn(
+                f"epoch {s.epoch + 1}: {exc}. Training goes on and tries again after the next epoch "
+                f"({self.failures} of {self.max_failures} failures in a row before stopping)",
+                stacklevel=2,
+            )
+            return
+        self.failures = 0
 
 
 @HOOKS.register("logger")
