@@ -9,8 +9,9 @@ list of faults; epochs are 0-based:
 - ``kill_eval=E``: SIGKILL during the evaluation after epoch ``E``, after the first batch's predictions.
 - ``kill_write=NAME.E``: SIGKILL in the middle of writing ``weights/NAME`` after epoch ``E``: half of
   the serialised bytes are written to the temporary file and flushed first.
-- ``kill_rank=R.E``: rank ``R`` SIGKILLs itself at the start of epoch ``E`` on the first attempt of a
-  torchrun group (``TORCHELASTIC_RESTART_COUNT`` 0), never after an elastic restart.
+- ``kill_rank=R.E``: rank ``R`` SIGKILLs itself before the second step of epoch ``E`` (the first step's
+  gradient all-reduce proves that rank 0 has written the previous epoch's checkpoint), on the first
+  attempt of a torchrun group only (``TORCHELASTIC_RESTART_COUNT`` 0), never after an elastic restart.
 - ``pids=PATH``: append ``rank pid`` to ``PATH`` when training starts (for tests that signal ranks).
 
 A SIGKILL from inside is the same event as one from outside at that instant: no handler, ``finally`` or
@@ -66,7 +67,7 @@ class FaultHook(Hook):
     def before_step(self, trainer: Trainer) -> None:
         s = trainer.state
         _current["epoch"] = s.epoch
-        if "kill_rank" in FAULTS and s.epoch_iteration == 0:
+        if "kill_rank" in FAULTS and s.epoch_iteration == 1:
             rank, epoch = _pair(FAULTS["kill_rank"])
             first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
             if first_attempt and trainer.dist.rank == int(rank) and s.epoch == epoch:

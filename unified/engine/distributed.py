@@ -58,7 +58,20 @@ def init_distributed(device_spec: str) -> tuple[DistInfo, torch.device]:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend)
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if attempt is None:
+            dist.init_process_group(backend=backend)
+        else:
+            # torchrun keeps one store for every attempt of a group: a rank of a restarted group could read
+            # a dead peer's address from the previous attempt and fail ("connection refused"). Each attempt
+            # gets its own key prefix.
+            store, rank, world = next(dist.rendezvous("env://"))
+            dist.init_process_group(
+                backend=backend,
+                store=dist.PrefixStore(f"attempt{attempt}/", store),
+                rank=rank,
+                world_size=world,
+            )
     return info, device
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,48 @@ def increment_path(path: Path, exist_ok: bool) -> Path:
         if not candidate.exists():
             return candidate
     raise RuntimeError(f"too many runs named {path}")
+
+
+def elastic_record(cfg: ExperimentConfig) -> Path | None:
+    """Where rank 0 notes its run folder under ``torchrun``, so an elastic restart finds it again.
+
+    Keyed by the rendezvous id; torchrun's default id is ``none`` for every launch, so then the agent's
+    process id (the workers' parent, the same across restarts) tells launches apart. None outside torchrun.
+    """
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id is None:
+        return None
+    if run_id in ("", "none"):
+        run_id = f"none-{os.getppid()}"
+    safe = re.sub(r"[^\w.-]", "_", f"{cfg.name}-{run_id}")
+    return Path(cfg.project) / ".elastic" / f"{safe}.json"
+
+
+def choose_run_dir(cfg: ExperimentConfig, dist_info: DistInfo) -> tuple[Path, Path | None]:
+    """The run folder of a new run, and the checkpoint to resume from after an elastic restart.
+
+    A group that ``torchrun --max-restarts N`` restarts (``TORCHELASTIC_RESTART_COUNT`` > 0) reuses the
+    folder its first attempt created and resumes from its ``weights/last.pt`` (from scratch when none was
+    written yet), with no manual step. Otherwise a new folder (``exp``, ``exp2``, ...) is made.
+    """
+    record = elastic_record(cfg)
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    chosen: tuple[str, str | None] | None = None
+    if dist_info.is_main:
+        run_dir: Path | None = None
+        if record is not None and restarted and record.is_file():
+            run_dir = Path(json.loads(record.read_text())["run_dir"])
+        if run_dir is None:
+            run_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
+            if record is not None:
+                record.parent.mkdir(parents=True, exist_ok=True)
+                record.write_text(json.dumps({"run_dir": str(run_dir)}))
+        last = run_dir / "weights" / "last.pt"
+        chosen = (str(run_dir), str(last) if restarted and last.is_file() else None)
+        if chosen[1] is not None:
+            print(f"elastic restart {os.environ['TORCHELASTIC_RESTART_COUNT']}: resuming {last}")
+    run_dir_text, resume_text = broadcast_object(chosen)  # type: ignore[misc]
+    return Path(run_dir_text), (Path(resume_text) if resume_text else None)
 
 
 def find_resume_checkpoint(resume: str, project: str) -> Path:
@@ -213,8 +256,7 @@ def _run(
     if resume_from is not None:
         run_dir = resume_from.parent.parent
     else:
-        run_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok) if dist_info.is_main else None
-        run_dir = Path(str(broadcast_object(str(run_dir))))
+        run_dir, resume_from = choose_run_dir(cfg, dist_info)
     if dist_info.is_main:
         (run_dir / "weights").mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_yaml(cfg))
