@@ -251,6 +251,10 @@ class Trainer:
             else None
         )
         self.last_batch_terms: dict[str, dict[str, float]] = {}
+        # BatchNorm updates its running statistics during the forward pass: a forward pass that turns out
+        # non-finite is undone, or its NaN statistics would poison evaluation and every later checkpoint.
+        self._buffers = list(self.model.buffers())
+        self._buffer_snapshot = [b.detach().clone() for b in self._buffers]
 
     # ----------------------------------------------------------------------------------------- setup
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -369,6 +373,8 @@ class Trainer:
 
         # A balancer that back-propagates per task reduces gradients itself, so DDP must not expect a backward.
         no_sync = self.dist.enabled and self.balancer.needs_task_gradients
+        if self._buffers:
+            torch._foreach_copy_(self._buffer_snapshot, self._buffers)  # one fused copy
         with self.autocast(), self.wrapped.no_sync() if no_sync else contextlib.nullcontext():
             total, task_totals, terms = self.wrapped(batch)
         # One host sync per step: the finiteness check and the logged values travel together.
@@ -379,6 +385,8 @@ class Trainer:
             bad = all_reduce_sum(bad)
         host = values.tolist()
         if float(bad) > 0:
+            if self._buffers:
+                torch._foreach_copy_(self._buffers, self._buffer_snapshot)
             self._skip_step(names, host, "loss")
             return
         # Loss terms are per-image sums (see Task.loss) and DDP averages gradients over ranks: scaling by
