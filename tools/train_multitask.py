@@ -24,6 +24,7 @@ from unified.engine.launch import (
     flags_to_overrides,
     run_training,
 )
+from unified.engine.trainer import NonFiniteLossError
 from unified.registry import RegistryError
 
 
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, RegistryError, FileNotFoundError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as exc:  # the run diverged; its message says what to try
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -428,12 +428,17 @@ class Trainer:
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        # The norm first, clipping after (as clip_grad_norm_ does): clipping by a NaN norm would turn every
+        # gradient into NaN and hide which task's gradients were bad.
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         if not torch.isfinite(norm):
+            self._gradient_culprits = self._nonfinite_gradient_owners()
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler.is_enabled():
                 self.scaler.update()
             return False
+        if clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(params, clip, norm)
         if self.scaler.is_enabled():
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -446,15 +451,29 @@ class Trainer:
             self.ema.update(self.model)
         return True
 
+    def _nonfinite_gradient_owners(self) -> list[str]:
+        """Where the NaN/Inf gradients are: ``heads.<task>`` first (it names the task), then body, bank..."""
+        owners: dict[str, int] = {}
+        named = [*self.model.named_parameters(), *(("balancer", p) for p in self.balancer.parameters())]
+        for name, p in named:
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                parts = name.split(".")
+                owner = ".".join(parts[:2]) if parts[0] == "heads" else parts[0]
+                owners[owner] = owners.get(owner, 0) + 1
+        ordered = sorted(owners, key=lambda o: not o.startswith("heads."))
+        return [f"{o} ({owners[o]} tensor{'s' if owners[o] > 1 else ''})" for o in ordered]
+
     def _skip_step(self, names: list[tuple[str, str]], host: list[float], what: str) -> None:
         s = self.state
         s.nonfinite_in_row += 1
         s.skipped_steps += 1
-        culprits = [f"{t}.{k}" for (t, k), v in zip(names, host) if not math.isfinite(v)] or ["(gradient)"]
+        culprits = [f"{t}.{k}" for (t, k), v in zip(names, host) if not math.isfinite(v)]
+        if what == "gradient":
+            culprits = culprits or getattr(self, "_gradient_culprits", None) or ["(gradient)"]
         self.optimizer.zero_grad(set_to_none=True)
         if self.dist.is_main:
             warnings.warn(
-                f"epoch {s.epoch} iteration {s.iteration}: non-finite {what} in {', '.join(culprits)}; "
+                f"epoch {s.epoch + 1} iteration {s.iteration}: non-finite {what} in {', '.join(culprits)}; "
                 f"step skipped ({s.nonfinite_in_row} in a row, limit {self.cfg.train.max_nonfinite_steps})",
                 stacklevel=2,
             )
