@@ -62,6 +62,15 @@ class IdentityMap:
         return len(self._ids)
 
 
+def read_lines(path: Path, log: ProblemLog, what: str) -> list[str] | None:
+    """The lines of a text file, or None (and a ``bad_file`` problem) when it cannot be read as UTF-8 text."""
+    try:
+        return path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        log.add("bad_file", str(path), f"cannot read {what}: {exc}", skips="image")
+        return None
+
+
 def _record(
     path: Path,
     size: tuple[int, int],
@@ -272,7 +281,7 @@ def list_images(sources: Sequence[Path], log: ProblemLog, where: str) -> list[Pa
         if source.is_dir():
             found.extend(sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
         elif source.suffix.lower() == ".txt" and source.is_file():
-            for line in source.read_text().splitlines():
+            for line in read_lines(source, log, "the image list") or []:
                 line = line.strip()
                 if line:
                     path = Path(line)
@@ -321,7 +330,9 @@ def _read_txt_labels(
         width, height = size
         label_file = label_path_for(image, label_dir_name)
         rows: list[tuple[np.ndarray, int, int]] = []
-        lines = label_file.read_text().splitlines() if label_file.is_file() else []
+        lines = read_lines(label_file, log, "the label file") if label_file.is_file() else []
+        if lines is None:
+            continue  # its labels are unknown, so the image is left out
         seen_ids: set[int] = set()
         for number, line in enumerate(lines, start=1):
             where = f"{label_file}:{number}"
@@ -503,6 +514,8 @@ def read_mot(
                 )
                 continue
             parsed = _parse_mot_gt(gt, length, len(class_names), log)
+            if parsed is None:
+                continue  # unreadable gt.txt: the sequence's labels are unknown
             for frame, raw_id, box_xywh, cls, where in parsed:
                 if frame not in frames:
                     continue  # its image is missing or corrupt, already reported
@@ -522,12 +535,15 @@ def read_mot(
 
 def _parse_mot_gt(
     gt: Path, length: int, nc: int, log: ProblemLog
-) -> list[tuple[int, int, tuple[float, float, float, float], int, str]]:
-    """Rows of a gt.txt, validated and sorted by (frame, id); each with its ``file:line``."""
+) -> list[tuple[int, int, tuple[float, float, float, float], int, str]] | None:
+    """Rows of a gt.txt, validated and sorted by (frame, id); each with its ``file:line`` (None: unreadable)."""
     parsed = []
     seen: dict[tuple[int, int], int] = {}
     columns: int | None = None
-    for number, line in enumerate(gt.read_text().splitlines(), start=1):
+    lines = read_lines(gt, log, "gt.txt")
+    if lines is None:
+        return None
+    for number, line in enumerate(lines, start=1):
         where = f"{gt}:{number}"
         if not line.strip():
             continue
