@@ -45,7 +45,7 @@ def load_rgb(path: str | Path) -> Image.Image:
         with Image.open(path) as image:
             image.load()
             return to_rgb8(image)
-    except OSError as exc:
+    except Exception as exc:  # PIL raises many types for bad files (OSError, SyntaxError, ValueError...)
         raise DataError(f"image {path} cannot be decoded: {exc}") from exc
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,25 @@ MAX_LISTED = 20
 
 
 class DataError(ValueError):
-    """The data on disk is wrong; the message lists each problem with its file and line or index."""
+    """The data on disk is wrong; the message lists each problem with its file and line or index.
+
+    A DataLoader re-raises a worker's exception as ``DataError(text)`` where the text is the worker's whole
+    formatted traceback; the message then keeps only the worker's own message and names the worker.
+    """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(_without_worker_traceback(str(message)))
+
+
+_WORKER_HEADER = re.compile(r"Caught DataError in (DataLoader worker process \d+)\.\nOriginal Traceback")
+
+
+def _without_worker_traceback(message: str) -> str:
+    header = _WORKER_HEADER.match(message)
+    if header is None:
+        return message
+    _, found, original = message.rpartition("DataError: ")
+    return f"{original.strip()} (in {header.group(1)})" if found else message
 
 
 @dataclass(frozen=True)
@@ -109,11 +128,17 @@ class ProblemLog:
             summary = ", ".join(f"{n} {skips}(s) for {kind}" for (kind, skips), n in sorted(per_kind.items()))
             logger.warning("%s: skipped %s; first: %s", context, summary, self.problems[0])
             return
-        shown = fatal or self.problems
+        # An empty split first, then the problems that emptied it.
+        shown = fatal + [p for p in self.problems if p.kind != "empty_split"]
         lines = [f"  - {p}" for p in shown[:MAX_LISTED]]
         if len(shown) > MAX_LISTED:
             lines.append(f"  ... and {len(shown) - MAX_LISTED} more")
-        hint = "" if fatal else "\nPass skip_invalid=True to skip the bad annotations and images instead."
+        hint = (
+            ""
+            if fatal
+            else "\nPass skip_invalid=True (train.skip_invalid=true for training) to skip the bad annotations "
+            "and images instead."
+        )
         raise DataError(f"{context}: {len(shown)} problem(s) in the data:\n" + "\n".join(lines) + hint)
 
 
