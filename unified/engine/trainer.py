@@ -85,6 +85,15 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_has_amx_bf16() -> bool:
+    """True when the CPU has AMX bfloat16 tiles, where bf16 autocast trains faster than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for a precision setting (None: full fp32)."""
     if precision == "fp32":
@@ -97,7 +106,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.float16
     if device.type == "cuda":
         return torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else None
+    # AVX512-BF16 alone does not pay: its bf16 dot products run no faster than fp32 FMAs, and the casts
+    # come on top (2-core AVX512-BF16 VM, bf16 ÷ fp32 speed of the training step: yolor-p6 320² batch 4
+    # 0.76x, yolor-tiny demo 0.95x; tools/benchmark.py). AMX tiles are what make bf16 win.
+    return torch.bfloat16 if cpu_has_amx_bf16() else None
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
