@@ -377,9 +377,10 @@ def _is_zero_padded(conv: nn.Conv2d) -> bool:
     return any(p != 0 for p in conv.padding)
 
 
-def _copy_conv(
+def conv_with_params(
     conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, in_channels: int | None = None
 ) -> nn.Conv2d:
+    """A new conv shaped like ``conv`` (same stride, padding, groups, device, mode) with the given weight and bias."""
     new = nn.Conv2d(
         in_channels if in_channels is not None else conv.in_channels,
         conv.out_channels,
@@ -428,7 +429,7 @@ def fold_add_before(conv: nn.Conv2d, source: ConstantLike) -> nn.Conv2d:
         )
     g = implicit_constant(source, conv.in_channels)
     with torch.no_grad():
-        return _copy_conv(conv, conv.weight.detach(), _bias(conv) + _input_response(conv, g))
+        return conv_with_params(conv, conv.weight.detach(), _bias(conv) + _input_response(conv, g))
 
 
 def fold_concat_before(conv: nn.Conv2d, source: ConstantLike) -> nn.Conv2d:
@@ -454,7 +455,9 @@ def fold_concat_before(conv: nn.Conv2d, source: ConstantLike) -> nn.Conv2d:
     part = part.to(device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
         part.weight.copy_(conv.weight[:, keep:])
-        return _copy_conv(conv, conv.weight[:, :keep].detach(), _bias(conv) + _input_response(part, g), keep)
+        return conv_with_params(
+            conv, conv.weight[:, :keep].detach(), _bias(conv) + _input_response(part, g), keep
+        )
 
 
 def fold_mul_before(conv: nn.Conv2d, source: ConstantLike) -> nn.Conv2d:
@@ -465,21 +468,21 @@ def fold_mul_before(conv: nn.Conv2d, source: ConstantLike) -> nn.Conv2d:
     scale = g.view(conv.groups, 1, per_group).expand(conv.groups, out_per_group, per_group)
     scale = scale.reshape(conv.out_channels, per_group, 1, 1)
     with torch.no_grad():
-        return _copy_conv(conv, conv.weight.detach() * scale, _bias(conv))
+        return conv_with_params(conv, conv.weight.detach() * scale, _bias(conv))
 
 
 def fold_add_after(conv: nn.Conv2d, source: ConstantLike) -> nn.Conv2d:
     """``conv(x) + g`` as one conv (nothing nonlinear may sit between them): ``g`` joins the bias."""
     g = implicit_constant(source, conv.out_channels).to(conv.weight.dtype)
     with torch.no_grad():
-        return _copy_conv(conv, conv.weight.detach(), _bias(conv) + g)
+        return conv_with_params(conv, conv.weight.detach(), _bias(conv) + g)
 
 
 def fold_mul_after(conv: nn.Conv2d, source: ConstantLike) -> nn.Conv2d:
     """``conv(x) · g`` as one conv (nothing nonlinear may sit between them): ``g`` scales weights and bias."""
     g = implicit_constant(source, conv.out_channels).to(conv.weight.dtype)
     with torch.no_grad():
-        return _copy_conv(conv, conv.weight.detach() * g.view(-1, 1, 1, 1), _bias(conv) * g)
+        return conv_with_params(conv, conv.weight.detach() * g.view(-1, 1, 1, 1), _bias(conv) * g)
 
 
 __all__ = [

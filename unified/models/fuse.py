@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from unified.implicit import conv_with_params
+
 
 class Fusable:
     """Mixin of modules that can fold their parts for inference; ``fuse()`` must be idempotent."""
@@ -21,19 +23,6 @@ class Fusable:
 
 def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A conv (with bias) equal to ``bn(conv(x))`` in eval mode."""
-    fused = nn.Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,  # type: ignore[arg-type]
-        stride=conv.stride,  # type: ignore[arg-type]
-        padding=conv.padding,  # type: ignore[arg-type]
-        dilation=conv.dilation,  # type: ignore[arg-type]
-        groups=conv.groups,
-        bias=True,
-        padding_mode=conv.padding_mode,
-        device=conv.weight.device,
-        dtype=conv.weight.dtype,
-    )
     with torch.no_grad():
         assert bn.running_var is not None and bn.running_mean is not None
         scale = (bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)) / torch.sqrt(
@@ -41,10 +30,9 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         )
         shift = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
         bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-        fused.bias.copy_((bias - bn.running_mean) * scale + shift)
-    fused.train(conv.training)
-    return fused
+        return conv_with_params(
+            conv, conv.weight * scale.view(-1, 1, 1, 1), (bias - bn.running_mean) * scale + shift
+        )
 
 
 def fuse_model(model: nn.Module) -> nn.Module:
