@@ -26,14 +26,17 @@ from unified.benchmark.tracking import (
     run_supervision,
     supervision_available,
 )
-from unified.engine.trainer import resolve_precision
+from unified.engine.trainer import cpu_supports_bf16, resolve_precision
 
 DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
 
 
 def mixed_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype ``precision: auto`` picks on ``device`` (``None``: no mixed precision here)."""
-    return resolve_precision("auto", device)
+    """The mixed-precision dtype the hardware supports, whether or not ``precision: auto`` picks it:
+    fp16 on CUDA, bf16 on CPUs with bf16 instructions, ``None`` otherwise."""
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else None
 
 
 def _foreach_optimizer(workload: w.TrainWorkload) -> w.TrainWorkload:
@@ -77,9 +80,22 @@ def train_group(
     ours_tasks, other_tasks = multitask
     variants: dict[str, w.TrainWorkload] = {}
     variants["ours"] = w.build_train_workload(w.experiment(base_cfg, tasks=ours_tasks), info, device)
-    variants["ours_fp32"] = w.build_train_workload(
-        w.experiment(base_cfg, tasks=ours_tasks, precision="fp32"), info, device
-    )
+    default = variants["ours"].autocast_dtype
+    mixed = mixed_dtype(device)
+    # Variants equal to the default are not built twice: their timings are the default's.
+    aliases = {}
+    if default is None:
+        aliases["ours_fp32"] = "ours"
+    else:
+        variants["ours_fp32"] = w.build_train_workload(
+            w.experiment(base_cfg, tasks=ours_tasks, precision="fp32"), info, device
+        )
+    if mixed is not None and mixed == default:
+        aliases["ours_mixed"] = "ours"
+    elif mixed is not None:
+        variants["ours_mixed"] = w.build_train_workload(
+            w.experiment(base_cfg, tasks=ours_tasks, precision=DTYPE_NAMES[mixed]), info, device
+        )
     variants["other_tasks"] = w.build_train_workload(w.experiment(base_cfg, tasks=other_tasks), info, device)
     if profile.levers:
         variants["lever_channels_last"] = w.build_train_workload(
@@ -96,6 +112,8 @@ def train_group(
         official = official_train_step(load_official(official_repo), variants["ours"].batch, device)
         fns["official"] = official.step
     timings = interleaved(fns, profile.train_repeats, profile.train_warmup, device)
+    for alias, target in aliases.items():
+        timings.seconds[alias] = timings.seconds[target]
     flops = {
         "ours": variants["ours"].training_flops(),
         "other_tasks": variants["other_tasks"].training_flops(),
@@ -109,6 +127,7 @@ def train_group(
         "batch": base_cfg.train.batch_size,
         "tasks": ours_tasks,
         "precision": DTYPE_NAMES[ours.autocast_dtype],
+        "mixed": DTYPE_NAMES[mixed] if mixed is not None else None,
         "channels_last": bool(base_cfg.train.channels_last),
     }
     del variants, official, fns
@@ -139,6 +158,7 @@ def inference_group(
     """Latency (batch 1) and throughput (large batch): unfused, fused, fused mixed precision, official;
     then the fused implicit model against the same network without implicit knowledge."""
     mixed = mixed_dtype(device)
+    default = resolve_precision("auto", device)
     size = profile.infer_size
     reference = w.build_model_for_inference(profile.infer_model)
 
@@ -155,17 +175,17 @@ def inference_group(
             out["fused_mixed"] = w.build_inference(
                 profile.infer_model, device, batch=batch, size=size, fused=True, dtype=mixed, model=reference
             )
-            if profile.levers:
-                out["lever_fused_mixed_channels_last"] = w.build_inference(
-                    profile.infer_model,
-                    device,
-                    batch=batch,
-                    size=size,
-                    fused=True,
-                    dtype=mixed,
-                    channels_last=True,
-                    model=reference,
-                )
+        if profile.levers:
+            out["lever_channels_last"] = w.build_inference(
+                profile.infer_model,
+                device,
+                batch=batch,
+                size=size,
+                fused=True,
+                dtype=default,
+                channels_last=True,
+                model=reference,
+            )
         fns: dict[str, Callable[[], object]] = {k: v.forward for k, v in out.items()}
         if official_repo is not None:
             fns["official"] = official_inference(load_official(official_repo), device, batch=batch, size=size)
@@ -193,6 +213,8 @@ def inference_group(
         "img_size": size,
         "batches": [small, large],
         "mixed": DTYPE_NAMES[mixed],
+        "default_precision": DTYPE_NAMES[default],
+        "default_variant": "fused" if default is None else "fused_mixed",
         "implicit_pair": [Path(with_implicit).stem, Path(without).stem],
     }
     return InferenceResult(latency, throughput, overhead, description)

@@ -109,6 +109,7 @@ def load_official(repo: str | Path) -> OfficialCode:
             raise OfficialRepoError(
                 f"{repo / rel}: cannot apply the compatibility edit ({why}): text not found"
             )
+    stand_in = None
     if "cv2" not in sys.modules and importlib.util.find_spec("cv2") is None:
         stand_in = types.ModuleType("cv2")
         stand_in.setNumThreads = lambda n: None  # called at import by utils/general.py
@@ -119,6 +120,9 @@ def load_official(repo: str | Path) -> OfficialCode:
         loss = importlib.import_module("utils.loss")
     finally:
         sys.path.remove(str(root))
+        if stand_in is not None and sys.modules.get("cv2") is stand_in:
+            # Only the official modules keep it; other libraries must still see that OpenCV is absent.
+            del sys.modules["cv2"]
     code = OfficialCode(root, yolo.Model, loss.compute_loss, repo / "models")
     _LOADED[repo] = code
     return code
