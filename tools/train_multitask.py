@@ -67,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as exc:  # the run diverged; its message says what to try
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            "interrupted: the last completed epoch's checkpoint (weights/last.pt) is intact; continue with "
+            "--resume RUN_FOLDER",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

@@ -90,3 +90,8 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def log_text(path: Path) -> str:
+    """The output a CLI subprocess wrote so far ("" before it wrote anything)."""
+    return path.read_text() if path.exists() else ""

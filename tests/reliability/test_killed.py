@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.reliability.helpers import alive, children_of, run_cli, start_cli, train_overrides
+from tests.reliability.helpers import alive, children_of, log_text, run_cli, start_cli, train_overrides
 from tests.tools.helpers import load_tool
 from unified.engine.checkpoint import CheckpointError, load_safe
 from unified.engine.experiment import load_experiment
@@ -58,10 +58,6 @@ def epochs_done(run_dir: Path) -> int:
     return int(load_safe(run_dir / "weights" / "last.pt")["epoch"])
 
 
-def log_of(path: Path) -> str:
-    return path.read_text() if path.exists() else ""
-
-
 @pytest.mark.slow
 def test_sigkill_mid_step_mid_write_mid_eval_then_resume_is_bitwise_identical(
     tmp_path, small_world, model_yaml
@@ -77,12 +73,12 @@ def test_sigkill_mid_step_mid_write_mid_eval_then_resume_is_bitwise_identical(
     # 1. Mid-step (after backward, before the optimiser step) at a random iteration of the second epoch.
     iteration = rng.randrange(3)
     rc = run_cli(args, tmp_path / "a.log", UNIFIED_TEST_FAULT=f"kill_step=1.{iteration}")
-    assert rc == KILLED, log_of(tmp_path / "a.log")
+    assert rc == KILLED, log_text(tmp_path / "a.log")
     assert epochs_done(run) == 1
     # 2. Resume; killed half-way through writing last.pt after the (repeated) second epoch.
     rc = run_cli(["--resume", str(run)], tmp_path / "b.log", UNIFIED_TEST_FAULT="kill_write=last.pt.1")
-    assert rc == KILLED, log_of(tmp_path / "b.log")
-    assert "from epoch 2" in log_of(tmp_path / "b.log")
+    assert rc == KILLED, log_text(tmp_path / "b.log")
+    assert "from epoch 2" in log_text(tmp_path / "b.log")
     partial = list((run / "weights").glob(".last.pt.*.tmp"))
     assert len(partial) == 1, "the fault did not interrupt a checkpoint write"
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
@@ -91,7 +87,7 @@ def test_sigkill_mid_step_mid_write_mid_eval_then_resume_is_bitwise_identical(
     assert load_safe(run / "weights" / "best.pt")["epoch"] in (1, 2)
     # 3. Resume; killed during the evaluation after the third epoch.
     rc = run_cli(["--resume", str(run)], tmp_path / "c.log", UNIFIED_TEST_FAULT="kill_eval=2")
-    assert rc == KILLED, log_of(tmp_path / "c.log")
+    assert rc == KILLED, log_text(tmp_path / "c.log")
     assert epochs_done(run) == 2
     assert not list((run / "weights").glob(".*.tmp")), "the stale temporary file was not removed"
     # 4. Resume to the end (in this process: the CLI's main, as `python tools/train_multitask.py`).
@@ -120,7 +116,7 @@ def test_sigkill_at_a_random_instant_with_a_loader_worker(tmp_path, small_world,
         time.sleep(rng.uniform(0.0, 0.3))  # somewhere in the second epoch: a step, evaluation or a write
         while not children_of(process.pid) and process.poll() is None:
             time.sleep(0.005)  # between two loaders: wait until a worker runs, to check its clean-up too
-        assert process.poll() is None, "the run ended before it could be killed: " + log_of(
+        assert process.poll() is None, "the run ended before it could be killed: " + log_text(
             tmp_path / "a.log"
         )
         orphans = children_of(process.pid)

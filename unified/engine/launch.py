@@ -250,7 +250,13 @@ def _run(
     if dist_info.is_main:
         val_set = MultiTaskDataset(val_records, cfg.train.img_size, False, info=info)
         val_loader = build_dataloader(
-            val_set, cfg.eval.batch_size or 2 * per_rank, shuffle=False, num_workers=cfg.train.workers
+            val_set,
+            cfg.eval.batch_size or 2 * per_rank,
+            shuffle=False,
+            num_workers=cfg.train.workers,
+            # Persistent workers live as long as the loader: after an exception the traceback keeps the
+            # loader, and so the workers, alive until a garbage collection.
+            persistent_workers=False,
         )
 
     if resume_from is not None:
