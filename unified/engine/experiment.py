@@ -24,7 +24,9 @@ class OptimConfig:
     warmup_bias_lr: float = 0.1
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     nominal_batch_size: int = 64
-    grad_clip: float = 10.0
+    # Off by default, as in the official YOLOR trainer: losses are per-image sums, so gradient norms of
+    # 10–200 are normal and a small clip silently shrinks the learning rate.
+    grad_clip: float = 0.0
     ema: bool = True
     ema_decay: float = 0.9999
     ema_ramp: float = 2000.0
