@@ -13,6 +13,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.reliability.helpers import train_overrides
+from tests.tools.helpers import load_tool
 from unified.config import ConfigError, to_dict
 from unified.engine.experiment import ExperimentConfig, load_experiment
 
@@ -194,3 +196,29 @@ def test_binary_file_and_override_aliases():
         load_experiment(path)
     with pytest.raises(ConfigError, match="override 'tasks=&a \\[\\*a\\]'.*recursive alias"):
         load_experiment(None, ["tasks=&a [*a]"])
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("task_options.detect.bogus=1", "key 'task_options.detect.bogus': unknown key"),
+        ("task_options.detect.conf_thres=abc", "key 'task_options.detect.conf_thres': expected a number"),
+        ("task_options.jdc.x=1", "key 'task_options.jdc': task 'jdc' is not enabled"),
+        ("balancer.options.bogus=1", "key 'balancer.options' or 'balancer.weights'"),
+        ("balancer.weights.jde=2.0", "not enabled: ['jde']"),
+        ("implicit_share.bogus=detect.ia.0", "key 'implicit_share.bogus': no layer or head"),
+        ("model={nc: 5, bogus: 1}", "key 'bogus': unknown key"),
+        ("balancer.name=fixd", "Did you mean 'fixed'"),
+    ],
+)
+def test_free_form_sections_are_checked_when_the_run_starts(
+    tmp_path, capsys, small_world, model_yaml, override, expected
+):
+    """Sections whose keys depend on the enabled tasks, the balancer or the model are checked by the
+    command line before training; each used to be a traceback (balancer options) or silently ignored
+    (an implicit_share alias nothing reads)."""
+    args = train_overrides(model_yaml, small_world, tmp_path, "run", **{"train.epochs": 1, "plugins": "[]"})
+    code = load_tool("train_multitask").main(["--no-progress", *args, override])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and "Traceback" not in err, err
+    assert not (tmp_path / "run" / "weights" / "last.pt").exists()

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from unified.config import ConfigError
 from unified.registry import Registry
 
 BALANCERS: Registry[type[Balancer]] = Registry("balancer")
@@ -298,7 +299,9 @@ def build_balancer(
     cls = BALANCERS.get(name)
     try:
         return cls(tasks, weights, **options)
-    except TypeError as exc:
-        raise ValueError(
-            f"balancer {name!r}: bad option in `balancer.options` {sorted(options)}: {exc}"
+    except (TypeError, ValueError) as exc:
+        # A ConfigError (a ValueError) so that the command line reports it as a config mistake.
+        raise ConfigError(
+            f"key 'balancer.options' or 'balancer.weights' of balancer {name!r} "
+            f"(options {sorted(options)}, weights {sorted(weights)}): {exc}"
         ) from None

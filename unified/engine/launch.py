@@ -187,9 +187,8 @@ def _run(
     for name, options in cfg.task_options.items():
         if name not in tasks:
             raise ConfigError(f"key 'task_options.{name}': task {name!r} is not enabled (enabled: {tasks})")
-        from unified.task import task_config_from
-
-        task_config_from(TASKS.get(name), options, source="task_options")
+        # Checked here, before any data is read, under the key the user wrote (task_options.<task>.<key>).
+        from_dict(TASKS.get(name).config_class, options, source="experiment", prefix=f"task_options.{name}")
     if not cfg.data and cfg.synthetic is not None:
         cfg = dataclasses.replace(cfg, data=str(Path(cfg.synthetic.out) / "dataset.yaml"))
     if not cfg.data:
@@ -214,6 +213,13 @@ def _run(
     model = build_model(
         cfg.model, tasks=tasks, info=info, task_options=cfg.task_options, implicit_share=cfg.implicit_share
     )
+    used = model.bank.consumers()
+    for consumer in cfg.implicit_share:
+        if consumer not in used:  # an alias nothing reads would be silently ignored
+            raise ConfigError(
+                f"key 'implicit_share.{consumer}': no layer or head of this model reads an implicit tensor named "
+                f"{consumer!r}; the names in use are {sorted(used)}"
+            )
     if cfg.train.weights and resume_from is None:
         skipped = load_pretrained(model, cfg.train.weights)
         if dist_info.is_main:
