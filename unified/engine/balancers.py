@@ -302,6 +302,6 @@ def build_balancer(
     except (TypeError, ValueError) as exc:
         # A ConfigError (a ValueError) so that the command line reports it as a config mistake.
         raise ConfigError(
-            f"key 'balancer.options' or 'balancer.weights' of balancer {name!r} "
-            f"(options {sorted(options)}, weights {sorted(weights)}): {exc}"
+            f"balancer {name!r}: bad option in key 'balancer.options' {sorted(options)} or weight in key "
+            f"'balancer.weights' {sorted(weights)}: {exc}"
         ) from None
