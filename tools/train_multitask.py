@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = load_experiment(args.config, [*flags_to_overrides(args), *args.overrides])
             run_training(cfg, progress=args.progress)
-    except (ConfigError, DataError, CheckpointError, RegistryError, FileNotFoundError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, DataError, CheckpointError, RegistryError, OSError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)  # OSError: e.g. an unwritable project folder, a full disk
         return 2
     except NonFiniteLossError as exc:  # the run diverged; its message says what to try
         print(f"error: {exc}", file=sys.stderr)

@@ -3,8 +3,11 @@ what happened, and training goes on (trying again next epoch) until too many epo
 
 from __future__ import annotations
 
+import csv
 import errno
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import torch
 from tests.reliability.helpers import train_overrides
 from tests.tools.helpers import load_tool
 from unified.engine import checkpoint as checkpoint_module
+from unified.engine import default_hooks
 from unified.engine.checkpoint import CheckpointError, load_safe, save_atomic
 from unified.engine.experiment import load_experiment
 from unified.engine.launch import run_training
@@ -91,19 +95,46 @@ def test_enospc_under_torch_save_is_a_checkpoint_error(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
+class FullDiskCsv:
+    """``csv`` inside the hooks module, whose writers run out of space while the disk is full."""
+
+    def __init__(self, disk: FullDisk) -> None:
+        self.disk = disk
+
+    def DictWriter(self, handle: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - stands in for csv's
+        writer = csv.DictWriter(handle, *args, **kwargs)
+        if self.disk.full:
+
+            def no_space(row: dict) -> None:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            writer.writerow = no_space
+        return writer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(csv, name)
+
+
 def test_full_disk_warns_keeps_training_and_recovers(tmp_path, monkeypatch, small_world, model_yaml):
     disk = FullDisk({2})
     disk.install(monkeypatch)
+    monkeypatch.setattr(default_hooks, "csv", FullDiskCsv(disk))  # that epoch's results.csv row fails too
     cfg = load_experiment(
         None, train_overrides(model_yaml, small_world, tmp_path, "run", **{"train.epochs": 3})
     )
-    with pytest.warns(
-        UserWarning, match=r"epoch 2: could not write checkpoint .*No space left on device.*tries again"
-    ):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         run_dir, _ = run_training(cfg, progress=False)
+    messages = "\n".join(str(w.message) for w in caught)
+    assert re.search(
+        r"epoch 2: could not write checkpoint .*No space left on device.*tries again", messages
+    ), messages
+    assert re.search(r"epoch 2: could not write .*results.csv: No space left on device", messages), messages
     assert disk.failed, "the simulated full disk was never hit"
     assert load_safe(run_dir / "weights" / "last.pt")["epoch"] == 3
     assert not list((run_dir / "weights").glob(".*.tmp"))
+    with (run_dir / "results.csv").open() as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "3"]
 
 
 def test_full_disk_for_good_stops_with_the_previous_checkpoint_intact(

@@ -20,6 +20,16 @@ if TYPE_CHECKING:
     from unified.engine.trainer import Trainer
 
 
+def write_text_or_warn(path: Path, text: str) -> bool:
+    """Write a small result file; on failure (a full disk) warn instead of ending the run."""
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        warnings.warn(f"could not write {path}: {exc.strerror or exc}", stacklevel=2)
+        return False
+    return True
+
+
 def _last_epoch(trainer: Trainer) -> bool:
     return trainer.state.epoch + 1 >= trainer.cfg.train.epochs or trainer.state.stop
 
@@ -193,13 +203,20 @@ class LoggerHook(Hook):
                 existing = list(csv.DictReader(handle))
         fields = list(dict.fromkeys([*(existing[0].keys() if existing else []), *row.keys()]))
         tmp = path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            for old in existing:
-                writer.writerow(old)
-            writer.writerow(row)
-        tmp.replace(path)
+        try:
+            with tmp.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=fields)
+                writer.writeheader()
+                for old in existing:
+                    writer.writerow(old)
+                writer.writerow(row)
+            tmp.replace(path)
+        except OSError as exc:  # a full disk must not end a run that its checkpoints survive
+            tmp.unlink(missing_ok=True)
+            warnings.warn(
+                f"epoch {s.epoch + 1}: could not write {path}: {exc.strerror or exc}; this epoch's row is missing",
+                stacklevel=2,
+            )
         if self.writer is not None:
             for task, metrics in metrics_epoch.items():
                 for key, value in metrics.items():
@@ -213,7 +230,7 @@ class LoggerHook(Hook):
         if self.writer is not None:
             self.writer.close()
         if trainer.dist.is_main and trainer.state.metrics:
-            (self.run_dir / "metrics.json").write_text(json.dumps(trainer.state.metrics, indent=2))
+            write_text_or_warn(self.run_dir / "metrics.json", json.dumps(trainer.state.metrics, indent=2))
 
 
 @HOOKS.register("time_budget")

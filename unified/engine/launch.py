@@ -17,7 +17,13 @@ from unified.config import ConfigError, dump_yaml, from_dict
 from unified.data import MultiTaskDataset, build_dataloader, load_dataset_yaml
 from unified.engine.balancers import build_balancer
 from unified.engine.checkpoint import CheckpointError, load_safe, require_format
-from unified.engine.default_hooks import CheckpointHook, EvaluationHook, LoggerHook, TimeBudgetHook
+from unified.engine.default_hooks import (
+    CheckpointHook,
+    EvaluationHook,
+    LoggerHook,
+    TimeBudgetHook,
+    write_text_or_warn,
+)
 from unified.engine.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from unified.engine.experiment import ExperimentConfig
 from unified.engine.hooks import Hook
@@ -301,7 +307,7 @@ def _run(
     metrics = state.metrics
     if dist_info.is_main:
         if metrics:
-            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            write_text_or_warn(run_dir / "metrics.json", json.dumps(metrics, indent=2))
             print(print_metrics_table(metrics))
         print(f"results saved to {run_dir}")
     return run_dir, metrics
