@@ -267,6 +267,7 @@ class Trainer:
         # non-finite is undone, or its NaN statistics would poison evaluation and every later checkpoint.
         self._buffers = list(self.model.buffers())
         self._buffer_snapshot = [b.detach().clone() for b in self._buffers]
+        self._gradient_culprits: list[str] = []  # where the last non-finite gradients were
 
     # ----------------------------------------------------------------------------------------- setup
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -479,9 +480,10 @@ class Trainer:
         s = self.state
         s.nonfinite_in_row += 1
         s.skipped_steps += 1
-        culprits = [f"{t}.{k}" for (t, k), v in zip(names, host) if not math.isfinite(v)]
         if what == "gradient":
-            culprits = culprits or getattr(self, "_gradient_culprits", None) or ["(gradient)"]
+            culprits = self._gradient_culprits or ["(gradient)"]
+        else:
+            culprits = [f"{t}.{k}" for (t, k), v in zip(names, host) if not math.isfinite(v)]
         self.optimizer.zero_grad(set_to_none=True)
         if self.dist.is_main:
             warnings.warn(
