@@ -40,6 +40,4 @@ def test_a_killed_rank_restarts_the_group_which_resumes_in_the_same_folder(tmp_p
     assert load_safe(run / "weights" / "last.pt")["epoch"] == 2
     with (run / "results.csv").open() as handle:
         epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
-    assert epochs == [1, 2], (
-        f"epochs logged {epochs}: the restart must resume after epoch 1, not start over"
-    )
+    assert epochs == [1, 2], f"epochs logged {epochs}: the restart must resume after epoch 1, not start over"
