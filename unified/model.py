@@ -132,17 +132,27 @@ def load(
 ) -> UnifiedModel:
     """Load a unified checkpoint (never unpickling objects) and return the model in eval mode.
 
+    Args:
+        plugins: Plugin modules to import for tasks that are not built in. A checkpoint records the
+            plugins it was trained with, but they are never imported on its say-so (importing runs code):
+            pass the ones you trust.
+
     Raises:
-        CheckpointError: if the file is not a safe unified checkpoint.
+        CheckpointError: if the file is not a safe unified checkpoint, or it needs plugins not given.
     """
-    from unified.engine.checkpoint import load_safe, require_format
+    from unified.engine.checkpoint import CheckpointError, load_safe, require_format
 
     ckpt = load_safe(path)
     require_format(ckpt, path)
+    needed = [p for p in ckpt.get("plugins", []) if p not in plugins]
+    if needed:
+        raise CheckpointError(
+            f"{path} was trained with task plugins {needed}; a checkpoint cannot make us import code, so pass "
+            f"them yourself if you trust them (unified.load(..., plugins={needed}))"
+        )
     info_data = dict(ckpt["dataset_info"])
     info_data["label_kinds"] = tuple(info_data.get("label_kinds", ("boxes",)))
     info = DatasetInfo(**info_data)
-    plugins = list(plugins) + list(ckpt.get("plugins", []))
     model = build_model(
         ckpt["model_config"],
         tasks=ckpt["tasks"],

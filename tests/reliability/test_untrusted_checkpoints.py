@@ -164,11 +164,6 @@ def test_no_code_path_unpickles_without_the_guards():
     assert not offenders, offenders
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap, outside this issue's files: unified.model.load imports every module a checkpoint lists "
-    "under 'plugins' (see docs/RELIABILITY.md)",
-)
 def test_a_checkpoint_cannot_make_unified_load_import_a_module(tmp_path, monkeypatch):
     """A checkpoint lists the plugin modules that registered its tasks; loading it must not import a module
     the caller did not ask for (importing runs the module's code)."""
