@@ -6,6 +6,7 @@
     python tools/benchmark.py --device cuda --json bench.json   # on a GPU
     python tools/benchmark.py --quick                           # fewer repeats, no lever rows
     python tools/benchmark.py --tiny                            # tiny sizes (what the test suite runs)
+    python tools/benchmark.py --compile                         # + torch.compile rows (slow to compile)
 
 Prints a markdown table (the one in docs/PERFORMANCE.md) and, with --json, writes every number. Ratios
 are medians of per-repeat ratios of variants timed in turns, so they hold on a busy machine; absolute
@@ -16,6 +17,7 @@ this project: pass your own checkout with --official-repo.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -43,6 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size.add_argument("--quick", action="store_true", help="full sizes, fewer repeats, no lever rows")
     size.add_argument("--tiny", action="store_true", help="tiny sizes and one repeat (tests)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time torch.compile variants (minutes of compiling on a CPU)",
+    )
     return p.parse_args(argv)
 
 
@@ -55,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     profile = PROFILES["tiny" if args.tiny else "quick" if args.quick else "full"]
+    if args.compile:
+        profile = dataclasses.replace(profile, compile=True)
     official = Path(args.official_repo) if args.official_repo else None
     started = time.perf_counter()
 

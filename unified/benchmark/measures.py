@@ -18,7 +18,7 @@ from unified.benchmark import workloads as w
 from unified.benchmark.memory import measure_in_subprocesses
 from unified.benchmark.official import load_official, official_inference, official_train_step
 from unified.benchmark.profiles import Profile
-from unified.benchmark.timing import Timings, interleaved
+from unified.benchmark.timing import Timings, interleaved, synchronize
 from unified.benchmark.tracking import (
     detections_from_ground_truth,
     motmetrics_sequence,
@@ -57,6 +57,18 @@ class TrainGroup:
     batch: int
     flops: dict[str, int]
     description: dict[str, Any]
+    compile_seconds: float | None = None
+
+
+def _first_call_seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of the first call (where ``torch.compile`` compiles)."""
+    import time
+
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
 
 
 def train_group(
@@ -106,6 +118,12 @@ def train_group(
         variants["lever_unfused_sgd"] = _foreach_optimizer(
             w.build_train_workload(w.experiment(base_cfg, tasks=ours_tasks), info, device)
         )
+    compile_seconds = None
+    if profile.compile:
+        compiled = w.build_train_workload(w.experiment(base_cfg, tasks=ours_tasks), info, device)
+        compiled.trainer.model.compile()  # in place: the trainer, optimiser and state_dict keys are unchanged
+        compile_seconds = _first_call_seconds(compiled.step, device)
+        variants["lever_compiled"] = compiled
     fns: dict[str, Callable[[], object]] = {k: v.step for k, v in variants.items()}
     official = None
     if official_repo is not None:
@@ -132,7 +150,7 @@ def train_group(
     }
     del variants, official, fns
     gc.collect()
-    return TrainGroup(name, base_cfg, timings, ours.batch_size, flops, description)
+    return TrainGroup(name, base_cfg, timings, ours.batch_size, flops, description, compile_seconds)
 
 
 def matmul_gflops(dtype: torch.dtype, size: int, device: torch.device, repeats: int = 5) -> float:
@@ -150,6 +168,7 @@ class InferenceResult:
     throughput: Timings
     overhead: Timings
     description: dict[str, Any]
+    compile_seconds: float | None = None
 
 
 def inference_group(
@@ -162,7 +181,7 @@ def inference_group(
     size = profile.infer_size
     reference = w.build_model_for_inference(profile.infer_model)
 
-    def variants(batch: int) -> dict[str, Callable[[], object]]:
+    def variants(batch: int, levers: bool) -> dict[str, Callable[[], object]]:
         out = {
             "unfused": w.build_inference(
                 profile.infer_model, device, batch=batch, size=size, fused=False, model=reference
@@ -175,7 +194,7 @@ def inference_group(
             out["fused_mixed"] = w.build_inference(
                 profile.infer_model, device, batch=batch, size=size, fused=True, dtype=mixed, model=reference
             )
-        if profile.levers:
+        if levers:
             out["lever_channels_last"] = w.build_inference(
                 profile.infer_model,
                 device,
@@ -187,14 +206,22 @@ def inference_group(
                 model=reference,
             )
         fns: dict[str, Callable[[], object]] = {k: v.forward for k, v in out.items()}
+        if levers and profile.compile:
+            fns["lever_compiled"] = w.compiled_inference(
+                out["fused"] if default is None else out["fused_mixed"]
+            )
         if official_repo is not None:
             fns["official"] = official_inference(load_official(official_repo), device, batch=batch, size=size)
         return fns
 
     small, large = profile.infer_batches
-    latency = interleaved(variants(small), profile.latency_repeats, 1, device)
+    latency_fns = variants(small, profile.levers)
+    compile_seconds = None
+    if "lever_compiled" in latency_fns:
+        compile_seconds = _first_call_seconds(latency_fns["lever_compiled"], device)
+    latency = interleaved(latency_fns, profile.latency_repeats, 1, device)
     gc.collect()
-    throughput = interleaved(variants(large), profile.throughput_repeats, 1, device)
+    throughput = interleaved(variants(large, False), profile.throughput_repeats, 1, device)
     gc.collect()
 
     with_implicit, without = profile.implicit_pair
@@ -217,7 +244,7 @@ def inference_group(
         "default_variant": "fused" if default is None else "fused_mixed",
         "implicit_pair": [Path(with_implicit).stem, Path(without).stem],
     }
-    return InferenceResult(latency, throughput, overhead, description)
+    return InferenceResult(latency, throughput, overhead, description, compile_seconds)
 
 
 def data_pipeline(demo_cfg: Any, profile: Profile, workdir: Path) -> dict[str, float]:

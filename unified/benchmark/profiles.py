@@ -35,6 +35,7 @@ class Profile:
         tracker_repeats: Passes over the tracking sequence per tracker.
         memory_steps: Training steps run before reading the peak memory.
         levers: Also time the variants that show each speed lever's effect.
+        compile: Also time ``torch.compile`` variants (minutes of compilation on a small CPU).
     """
 
     name: str = "full"
@@ -47,11 +48,11 @@ class Profile:
     infer_size: int = 640
     infer_batches: tuple[int, int] = (1, 8)
     implicit_pair: tuple[Path, Path] = (MODELS / "yolor-csp.yaml", MODELS / "yolov4-csp.yaml")
-    train_repeats: int = 7
-    train_warmup: int = 2
-    latency_repeats: int = 9
-    throughput_repeats: int = 3
-    overhead_repeats: int = 15
+    train_repeats: int = 6
+    train_warmup: int = 1
+    latency_repeats: int = 7
+    throughput_repeats: int = 2
+    overhead_repeats: int = 11
     matmul_size: int = 2048
     data_batches: int = 8
     world: dict[str, int] = field(
@@ -67,6 +68,7 @@ class Profile:
     tracker_repeats: int = 5
     memory_steps: int = 2
     levers: bool = True
+    compile: bool = False
 
 
 FULL = Profile()

@@ -211,11 +211,17 @@ def run_benchmark(
             levers[f"train_{n}_channels_last"] = t.ratio(off, on)
         if "lever_unfused_sgd" in t.seconds:
             levers[f"train_{n}_fused_sgd"] = t.ratio("lever_unfused_sgd", "ours")
+        if "lever_compiled" in t.seconds:
+            levers[f"train_{n}_torch_compile"] = t.ratio("ours", "lever_compiled")
+            result.setdefault("compile_seconds", {})[f"train_{n}"] = g.compile_seconds
     levers["infer_fuse_bn_implicit"] = inf.latency.ratio("unfused", "fused")
     if "fused_mixed" in inf.latency.seconds:
         levers[f"infer_{mixed_name}_autocast"] = inf.latency.ratio("fused", "fused_mixed")
     if "lever_channels_last" in inf.latency.seconds:
         levers["infer_channels_last"] = inf.latency.ratio(best, "lever_channels_last")
+    if "lever_compiled" in inf.latency.seconds:
+        levers["infer_torch_compile"] = inf.latency.ratio(best, "lever_compiled")
+        result.setdefault("compile_seconds", {})["infer"] = inf.compile_seconds
     result["levers"] = levers
     log(f"  levers {levers}")
 

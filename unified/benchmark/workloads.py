@@ -121,6 +121,9 @@ def experiment(
         model=str(repo_path(model)) if model else cfg.model,
         tasks=task_names,
         task_options={k: v for k, v in cfg.task_options.items() if k in enabled},
+        balancer=dataclasses.replace(
+            cfg.balancer, weights={k: v for k, v in cfg.balancer.weights.items() if k in enabled}
+        ),
         train=train,
         optim=optim,
         synthetic=None,
@@ -211,6 +214,8 @@ class InferenceWorkload:
     forward: Callable[[], Any]
     model: nn.Module
     batch_size: int
+    images: torch.Tensor
+    dtype: torch.dtype | None = None
 
 
 def build_inference(
@@ -252,7 +257,30 @@ def build_inference(
         with torch.inference_mode(), autocast_context(device, dtype):
             return net(images)
 
-    return InferenceWorkload(forward, net, batch)
+    return InferenceWorkload(forward, net, batch, images, dtype)
+
+
+def compiled_inference(workload: InferenceWorkload) -> Callable[[], Any]:
+    """``workload``'s forward through ``torch.compile`` (inductor, weights frozen as constants).
+
+    Compilation happens on the first call, under the freezing setting, which is restored afterwards.
+    """
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(workload.model)
+    device = workload.images.device
+    state = {"first": True}
+
+    def forward() -> Any:
+        # no_grad rather than inference_mode: compiled graphs cannot take inference-mode tensors.
+        with torch.no_grad(), autocast_context(device, workload.dtype):
+            if state["first"]:
+                state["first"] = False
+                with inductor_config.patch(freezing=True):
+                    return compiled(workload.images)
+            return compiled(workload.images)
+
+    return forward
 
 
 __all__ = [
@@ -263,6 +291,7 @@ __all__ = [
     "build_inference",
     "build_model_for_inference",
     "build_train_workload",
+    "compiled_inference",
     "coco_like_info",
     "demo_experiment",
     "demo_info",
