@@ -41,13 +41,13 @@ class DetectConfig(TaskConfig):
     multi_label: bool = True
 
     def __post_init__(self) -> None:
-        check(self.anchor_t > 1, "tasks.detect.anchor_t", f"must be > 1, got {self.anchor_t}")
-        check(0 <= self.conf_thres < 1, "tasks.detect.conf_thres", "must be in [0, 1)")
-        check(0 < self.iou_thres <= 1, "tasks.detect.iou_thres", "must be in (0, 1]")
-        check(self.max_det >= 1, "tasks.detect.max_det", "must be >= 1")
+        check(self.anchor_t > 1, "task_options.detect.anchor_t", f"must be > 1, got {self.anchor_t}")
+        check(0 <= self.conf_thres < 1, "task_options.detect.conf_thres", "must be in [0, 1)")
+        check(0 < self.iou_thres <= 1, "task_options.detect.iou_thres", "must be in (0, 1]")
+        check(self.max_det >= 1, "task_options.detect.max_det", "must be >= 1")
         check(
             self.implicit_form in (None, "vector", "nn", "mf"),
-            "tasks.detect.implicit_form",
+            "task_options.detect.implicit_form",
             "must be vector, nn or mf",
         )
 

@@ -29,12 +29,12 @@ class JDCConfig(TaskConfig):
     implicit_form: str = "vector"
 
     def __post_init__(self) -> None:
-        check(self.hidden >= 1, "tasks.jdc.hidden", "must be >= 1")
-        check(self.gain > 0, "tasks.jdc.gain", "must be > 0")
-        check(0 < self.threshold < 1, "tasks.jdc.threshold", "must be in (0, 1)")
+        check(self.hidden >= 1, "task_options.jdc.hidden", "must be >= 1")
+        check(self.gain > 0, "task_options.jdc.gain", "must be > 0")
+        check(0 < self.threshold < 1, "task_options.jdc.threshold", "must be in (0, 1)")
         check(
             self.implicit_form in ("vector", "nn", "mf"),
-            "tasks.jdc.implicit_form",
+            "task_options.jdc.implicit_form",
             "must be vector, nn or mf",
         )
 

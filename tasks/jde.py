@@ -43,14 +43,14 @@ class JDEConfig(TaskConfig):
     track_conf: float = 0.4
 
     def __post_init__(self) -> None:
-        check(self.embedding_dim >= 2, "tasks.jde.embedding_dim", "must be >= 2")
-        check(self.gain > 0, "tasks.jde.gain", "must be > 0")
+        check(self.embedding_dim >= 2, "task_options.jde.embedding_dim", "must be >= 2")
+        check(self.gain > 0, "task_options.jde.gain", "must be > 0")
         check(
             self.implicit_form in ("vector", "nn", "mf"),
-            "tasks.jde.implicit_form",
+            "task_options.jde.implicit_form",
             "must be vector, nn or mf",
         )
-        check(0 < self.match_iou < 1, "tasks.jde.match_iou", "must be in (0, 1)")
+        check(0 < self.match_iou < 1, "task_options.jde.match_iou", "must be in (0, 1)")
 
 
 class EmbeddingHead(nn.Module):

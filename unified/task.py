@@ -171,7 +171,7 @@ def task_config_from(
     """Validate one task's config section against its dataclass."""
     from unified.config import from_dict
 
-    return from_dict(task_cls.config_class, data or {}, source=source, prefix=f"tasks.{task_cls.name}")
+    return from_dict(task_cls.config_class, data or {}, source=source, prefix=f"task_options.{task_cls.name}")
 
 
 __all__ = [
