@@ -75,7 +75,7 @@ def test_interleaved_takes_turns_and_ratios_pair_repeats():
     timings = interleaved(
         {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1
     )
-    assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-ups first, then turns
+    assert calls == ["a", "b"] + ["a", "b", "b", "a", "a", "b"]  # warm-ups, then turns in rotating order
     assert [len(v) for v in timings.seconds.values()] == [3, 3]
     # Medians of per-repeat ratios: a drifting machine slows both sides of a pair alike.
     t = Timings({"slow": [2.0, 20.0, 4.0], "fast": [1.0, 10.0, 2.0]})

@@ -48,9 +48,9 @@ class Profile:
     infer_size: int = 640
     infer_batches: tuple[int, int] = (1, 8)
     implicit_pair: tuple[Path, Path] = (MODELS / "yolor-csp.yaml", MODELS / "yolov4-csp.yaml")
-    train_repeats: int = 6
+    train_repeats: int = 8
     train_warmup: int = 1
-    latency_repeats: int = 7
+    latency_repeats: int = 9
     throughput_repeats: int = 2
     overhead_repeats: int = 11
     matmul_size: int = 2048

@@ -244,8 +244,28 @@ def run_benchmark(
     result["peak_memory_mb"] = m.peak_memory(device, profile, demo_cfg, torch.get_num_threads())
     result["peak_memory_kind"] = "max_allocated" if device.type == "cuda" else "peak_rss"
 
+    result["raw_seconds"] = {f"train_{n}": g.timings.seconds for n, g in groups.items()} | {
+        "infer_latency": inf.latency.seconds,
+        "infer_throughput": inf.throughput.seconds,
+        "implicit_pair": inf.overhead.seconds,
+    }
     result["noise"] = {
         "load_average_before_after": load,
+        "min_ratio_cross_check": {
+            k: v
+            for k, v in {
+                "train_step_speedup_vs_official": paper.timings.min_ratio("official", "ours")
+                if "official" in paper.timings.seconds
+                else None,
+                "infer_speedup_vs_official": inf.latency.min_ratio("official", best)
+                if "official" in inf.latency.seconds
+                else None,
+                "multitask_overhead_paper": paper.timings.min_ratio("other_tasks", "ours"),
+                "multitask_overhead_demo": demo.timings.min_ratio("ours", "other_tasks"),
+                "fused_implicit_overhead": inf.overhead.min_ratio("implicit_fused", "plain_fused"),
+            }.items()
+            if v is not None
+        },
         "spread": {f"train_{n}_ours": g.timings.spread("ours") for n, g in groups.items()}
         | {"infer_latency_best": inf.latency.spread(best)},
     }

@@ -44,6 +44,11 @@ class Timings:
         pairs = zip(self.seconds[numerator], self.seconds[denominator])
         return statistics.median(a / b for a, b in pairs)
 
+    def min_ratio(self, numerator: str, denominator: str) -> float:
+        """``min time(numerator) / min time(denominator)``: a cross-check that ignores contended repeats
+        (other processes only ever add time); far from :meth:`ratio`, it says the machine was busy."""
+        return min(self.seconds[numerator]) / min(self.seconds[denominator])
+
     def spread(self, name: str) -> float:
         """Relative spread of ``name``: (max - min) / median, a quick noise indicator."""
         values = self.seconds[name]
@@ -65,7 +70,7 @@ def interleaved(
     device: torch.device | str = "cpu",
     inner: Mapping[str, int] | None = None,
 ) -> Timings:
-    """Time every variant ``repeats`` times, taking turns, after ``warmup`` untimed calls each.
+    """Time every variant ``repeats`` times, taking turns in a rotating order, after ``warmup`` untimed calls.
 
     Args:
         variants: Name → a callable doing one unit of work (a training step, a forward pass).
@@ -87,8 +92,12 @@ def interleaved(
             fn()
     synchronize(device)
     seconds: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
+    names = list(variants)
+    for round_ in range(repeats):
+        # Each round starts one variant later, so no variant always runs right after the same other one.
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = variants[name]
             calls = inner.get(name, 1)
             synchronize(device)
             start = time.perf_counter()
