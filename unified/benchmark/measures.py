@@ -226,14 +226,11 @@ def inference_group(
 
     with_implicit, without = profile.implicit_pair
     no_implicit_options = {"detect": {"implicit": False}} if with_implicit == without else None
-    pair = {
-        "implicit_fused": w.build_inference(
-            with_implicit, device, batch=small, size=size, fused=True
-        ).forward,
-        "plain_fused": w.build_inference(
-            without, device, batch=small, size=size, fused=True, task_options=no_implicit_options
-        ).forward,
-    }
+    implicit_model = w.build_inference(with_implicit, device, batch=small, size=size, fused=True)
+    plain_model = w.build_inference(
+        without, device, batch=small, size=size, fused=True, task_options=no_implicit_options
+    )
+    pair = {"implicit_fused": implicit_model.forward, "plain_fused": plain_model.forward}
     overhead = interleaved(pair, profile.overhead_repeats, 2, device)
     description = {
         "model": Path(profile.infer_model).stem,
@@ -243,8 +240,25 @@ def inference_group(
         "default_precision": DTYPE_NAMES[default],
         "default_variant": "fused" if default is None else "fused_mixed",
         "implicit_pair": [Path(with_implicit).stem, Path(without).stem],
+        "implicit_pair_same_convolutions": same_convolutions(implicit_model.model, plain_model.model),
     }
     return InferenceResult(latency, throughput, overhead, description, compile_seconds)
+
+
+def same_convolutions(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """Whether two (fused) models run the same convolutions in the same order and nothing else with
+    parameters: what makes the fused implicit overhead exactly one, whatever the timer says."""
+    from unified.implicit import ImplicitOp
+
+    def signature(model: torch.nn.Module) -> list[tuple]:
+        return [
+            (type(m).__name__, tuple(m.weight.shape), m.stride, m.padding, m.groups, m.bias is not None)
+            for m in model.modules()
+            if isinstance(m, torch.nn.Conv2d)
+        ]
+
+    leftover = any(isinstance(m, (ImplicitOp, torch.nn.BatchNorm2d)) for n in (a, b) for m in n.modules())
+    return not leftover and signature(a) == signature(b)
 
 
 def data_pipeline(demo_cfg: Any, profile: Profile, workdir: Path) -> dict[str, float]:

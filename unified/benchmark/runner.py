@@ -364,7 +364,8 @@ def markdown_table(result: dict[str, Any]) -> str:
     rows.append(
         (
             f"Fused implicit overhead ({a} fused ÷ {b} fused, batch {small}, fp32)",
-            f"{r['fused_implicit_overhead']:.3f}",
+            f"{r['fused_implicit_overhead']:.3f} (same convolutions once fused: "
+            f"{'yes' if inf.get('implicit_pair_same_convolutions') else 'no'})",
             "≤ 1.01",
         )
     )
