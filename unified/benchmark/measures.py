@@ -181,7 +181,7 @@ def inference_group(
     size = profile.infer_size
     reference = w.build_model_for_inference(profile.infer_model)
 
-    def variants(batch: int, levers: bool) -> dict[str, Callable[[], object]]:
+    def variants(batch: int, latency: bool) -> dict[str, Callable[[], object]]:
         out = {
             "unfused": w.build_inference(
                 profile.infer_model, device, batch=batch, size=size, fused=False, model=reference
@@ -194,7 +194,7 @@ def inference_group(
             out["fused_mixed"] = w.build_inference(
                 profile.infer_model, device, batch=batch, size=size, fused=True, dtype=mixed, model=reference
             )
-        if levers:
+        if latency and profile.levers:
             out["lever_channels_last"] = w.build_inference(
                 profile.infer_model,
                 device,
@@ -206,7 +206,7 @@ def inference_group(
                 model=reference,
             )
         fns: dict[str, Callable[[], object]] = {k: v.forward for k, v in out.items()}
-        if levers and profile.compile:
+        if latency and profile.compile:
             fns["lever_compiled"] = w.compiled_inference(
                 out["fused"] if default is None else out["fused_mixed"]
             )
@@ -215,7 +215,7 @@ def inference_group(
         return fns
 
     small, large = profile.infer_batches
-    latency_fns = variants(small, profile.levers)
+    latency_fns = variants(small, True)
     compile_seconds = None
     if "lever_compiled" in latency_fns:
         compile_seconds = _first_call_seconds(latency_fns["lever_compiled"], device)
@@ -231,7 +231,7 @@ def inference_group(
         without, device, batch=small, size=size, fused=True, task_options=no_implicit_options
     )
     pair = {"implicit_fused": implicit_model.forward, "plain_fused": plain_model.forward}
-    overhead = interleaved(pair, profile.overhead_repeats, 2, device)
+    overhead = interleaved(pair, profile.overhead_repeats, 3, device)
     description = {
         "model": Path(profile.infer_model).stem,
         "img_size": size,

@@ -52,7 +52,7 @@ class Profile:
     train_warmup: int = 1
     latency_repeats: int = 9
     throughput_repeats: int = 2
-    overhead_repeats: int = 11
+    overhead_repeats: int = 21
     matmul_size: int = 2048
     data_batches: int = 8
     world: dict[str, int] = field(
