@@ -11,7 +11,9 @@ Any ``key.sub=value`` after the flags overrides the experiment config (e.g. ``ba
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from unified.config import ConfigError
@@ -51,8 +53,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+class _CtrlC:
+    """Remembers a Ctrl-C while still raising KeyboardInterrupt, so a failure it caused reads as one."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.seen = True
+        signal.default_int_handler(signum, frame)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    ctrl_c = _CtrlC()
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        return _train(args, ctrl_c)
+    previous = signal.signal(signal.SIGINT, ctrl_c)
+    try:
+        return _train(args, ctrl_c)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _train(args: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     try:
         if args.resume is not None:
             checkpoint = find_resume_checkpoint(args.resume, args.project or "runs/train")
@@ -67,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as exc:  # the run diverged; its message says what to try
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RuntimeError) as exc:
+        # A Ctrl-C can reach a child (a loader worker starting up) before this process, which then
+        # fails with that child's death: still an interruption, not a bug.
+        if isinstance(exc, RuntimeError) and not ctrl_c.seen:
+            raise
         print(
             "interrupted: the last completed epoch's checkpoint (weights/last.pt) is intact; continue with "
             "--resume RUN_FOLDER",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 from torch.utils.data import SequentialSampler
 
 from unified.data import AugmentConfig, MultiTaskDataset, build_dataloader, collate, load_dataset_yaml
+from unified.data.dataset import iterate_loader, seed_worker
 from unified.data.synthetic import make_synthetic
 from unified.task import LABEL_KINDS
 
@@ -116,3 +119,27 @@ def test_loader_takes_a_sampler_and_needs_a_group_for_distributed(world):
     assert ids == list(range(len(records)))
     with pytest.raises((RuntimeError, ValueError)):
         build_dataloader(dataset, 2, shuffle=True, distributed=True)
+
+
+class _SignalState(torch.utils.data.Dataset):
+    """Reports, from inside a loader worker, how that worker treats Ctrl-C."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> dict:
+        blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        return {"ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN, "blocked": blocked}
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks only")
+def test_loader_workers_leave_ctrl_c_to_the_main_process():
+    loader = torch.utils.data.DataLoader(
+        _SignalState(), batch_size=None, num_workers=1, worker_init_fn=seed_worker
+    )
+    states = list(iterate_loader(loader))
+    # Ignored, and no longer blocked: a Ctrl-C held back while the worker forked was discarded.
+    assert states == [{"ignored": True, "blocked": False}] * 2
+    # The main process still takes Ctrl-C: its mask is back as it was.
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN

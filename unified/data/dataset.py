@@ -9,8 +9,9 @@ of ``docs/ARCHITECTURE.md`` (images float in ``[0, 1]``, the image index written
 from __future__ import annotations
 
 import random
+import signal
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -233,10 +234,34 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed numpy and ``random`` in a DataLoader worker from the seed torch gave it."""
+    """Seed numpy and ``random`` in a DataLoader worker from the seed torch gave it; ignore Ctrl-C.
+
+    A terminal's Ctrl-C signals the whole process group. A worker that died of it first would make the
+    main process fail with "DataLoader worker exited unexpectedly" instead of stopping cleanly, so the
+    workers leave SIGINT to the main process, which shuts them down.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # discards a Ctrl-C held back by iterate_loader
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def iterate_loader(loader: Iterable[Any]) -> Iterator[Any]:
+    """``iter(loader)``, with Ctrl-C held back while the loader forks its workers.
+
+    Workers forked with SIGINT blocked start with it blocked; :func:`seed_worker` ignores it and
+    unblocks it, so a Ctrl-C that lands while they start never reaches them (no traceback from a
+    half-started worker). The main process gets the held-back signal as soon as the workers exist.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: spawned workers, nothing to hold back
+        return iter(loader)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def build_dataloader(
@@ -288,4 +313,4 @@ def build_dataloader(
     )
 
 
-__all__ = ["MultiTaskDataset", "build_dataloader", "collate", "seed_worker"]
+__all__ = ["MultiTaskDataset", "build_dataloader", "collate", "iterate_loader", "seed_worker"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from unified.data.dataset import iterate_loader
 
 
 def predict(
@@ -45,11 +47,12 @@ def run_evaluation(
     if unknown:
         raise ValueError(f"tasks {unknown} are not in the model (it has {list(model.tasks)})")
     evaluators = {name: model.tasks[name].make_evaluator() for name in names}
-    iterator = loader
+    iterator: Iterable[dict[str, Any]] = iterate_loader(loader)
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(loader, desc="evaluating", leave=False)
+        total = len(loader) if isinstance(loader, Sized) else None
+        iterator = tqdm(iterator, desc="evaluating", leave=False, total=total)
     try:
         for batch in iterator:
             images = batch["images"].to(device, non_blocking=True).float()

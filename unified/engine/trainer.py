@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from unified.data.dataset import iterate_loader
 from unified.engine.balancers import Balancer
 from unified.engine.distributed import DistInfo, all_reduce_sum
 from unified.engine.experiment import ExperimentConfig
@@ -362,7 +363,7 @@ class Trainer:
         s.epoch_iteration, s.epoch_sums, s.epoch_count = 0, {}, 0
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        for batch in self.train_loader:
+        for batch in iterate_loader(self.train_loader):
             s.end_of_epoch = s.epoch_iteration == s.batches_per_epoch - 1
             self.run_step(batch)
             s.iteration += 1
