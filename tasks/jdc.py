@@ -23,7 +23,7 @@ from unified.task import TASKS, FeatureShape, Task, TaskConfig
 
 @dataclass
 class JDCConfig(TaskConfig):
-    hidden: int = 256
+    hidden: int = 128  # width of the per-level 1×1 projection before pooling
     gain: float = 1.0
     threshold: float = 0.5
     implicit_form: str = "vector"
