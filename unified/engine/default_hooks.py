@@ -31,7 +31,7 @@ def write_text_or_warn(path: Path, text: str) -> bool:
 
 
 def _last_epoch(trainer: Trainer) -> bool:
-    return trainer.state.epoch + 1 >= trainer.cfg.train.epochs or trainer.state.stop
+    return trainer.state.epoch + 1 >= trainer.epochs or trainer.state.stop
 
 
 @HOOKS.register("evaluation")
@@ -166,7 +166,7 @@ class LoggerHook(Hook):
         if trainer.dist.is_main and self.progress and s.epoch_iteration == 0:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=s.batches_per_epoch, desc=f"epoch {s.epoch + 1}/{trainer.cfg.train.epochs}")
+            self.bar = tqdm(total=s.batches_per_epoch, desc=f"epoch {s.epoch + 1}/{trainer.epochs}")
 
     def after_step(self, trainer: Trainer) -> None:
         if not trainer.dist.is_main:
@@ -235,15 +235,24 @@ class LoggerHook(Hook):
 
 @HOOKS.register("time_budget")
 class TimeBudgetHook(Hook):
-    """Stops after the epoch that leaves too little of ``train.time_budget_min`` for another one."""
+    """Fits the run into ``train.time_budget_min``: shortens the schedule, then stops if it must.
+
+    After every epoch it projects, from the mean time per epoch so far (evaluations and start-up
+    included), how many epochs fit in the budget. When that is fewer than planned, the schedule is
+    shortened to that many (``TrainState.planned_epochs``), so the learning rate still decays to its
+    final value instead of the run stopping at a high rate. As a safety, a run still stops after the
+    epoch that leaves too little time for another one.
+    """
 
     def __init__(self, minutes: float) -> None:
         self.seconds = minutes * 60.0
         self.start = time.monotonic()
         self.epoch_start = self.start
+        self.first_epoch = 0
 
     def before_train(self, trainer: Trainer) -> None:
         self.start = self.epoch_start = time.monotonic()
+        self.first_epoch = trainer.state.epoch  # a resumed run budgets only its own epochs
 
     def after_step(self, trainer: Trainer) -> None:
         if not trainer.state.end_of_epoch or self.seconds <= 0:
@@ -251,12 +260,25 @@ class TimeBudgetHook(Hook):
         now = time.monotonic()
         epoch_time = now - self.epoch_start
         self.epoch_start = now
-        stop = now - self.start + epoch_time > self.seconds and not _last_epoch(trainer)
+        elapsed = now - self.start
+        done = trainer.state.epoch + 1
+        per_epoch = elapsed / max(done - self.first_epoch, 1)
+        fit = done + int(max(self.seconds - elapsed, 0.0) // max(per_epoch, 1e-9))
+        planned = fit if done < fit < trainer.epochs else 0
+        stop = elapsed + epoch_time > self.seconds and not _last_epoch(trainer)
         # Ranks measure time separately: rank 0 decides for all, or the group would hang.
-        if bool(broadcast_object(stop)):
+        stop, planned = broadcast_object((bool(stop), int(planned)))
+        if planned:
+            trainer.state.planned_epochs = planned
+            if trainer.dist.is_main:
+                print(
+                    f"time budget of {self.seconds / 60:.1f} min at {per_epoch:.0f} s per epoch: the schedule is "
+                    f"shortened to {planned} epochs"
+                )
+        if stop:
             trainer.state.stop = True
             if trainer.dist.is_main:
                 print(
-                    f"time budget of {self.seconds / 60:.1f} min reached after epoch {trainer.state.epoch + 1}: "
+                    f"time budget of {self.seconds / 60:.1f} min reached after epoch {done}: "
                     "stopping (the final evaluation still runs)"
                 )

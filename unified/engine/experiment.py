@@ -87,7 +87,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True  # NHWC: 1.10-1.17x faster yolor-p6 steps on CPU, equal on the demo
     sync_bn: bool = False
-    time_budget_min: float = 0.0  # 0: no budget; otherwise stop after the epoch that would overrun it
+    # 0: no budget; otherwise the schedule shrinks to the epochs that fit and the run stops after the epoch
+    # that would overrun it (TimeBudgetHook)
+    time_budget_min: float = 0.0
     max_nonfinite_steps: int = 10
     skip_invalid: bool = False
     cache_images: bool = (

@@ -300,7 +300,7 @@ def _run(
         print(
             f"model {cfg.model}: {n_params:,} parameters; tasks {list(model.tasks)}; balancer {cfg.balancer.name}"
         )
-    if trainer.state.epoch >= cfg.train.epochs:
+    if trainer.state.epoch >= trainer.epochs:
         state = trainer.state
     else:
         state = trainer.train()

@@ -49,6 +49,7 @@ class TrainState:
     nonfinite_in_row: int = 0
     skipped_steps: int = 0
     stop: bool = False
+    planned_epochs: int = 0  # 0: train.epochs; a time budget may shorten the schedule (TimeBudgetHook)
     step_logs: dict[str, float] = field(default_factory=dict)
     epoch_sums: dict[str, float] = field(default_factory=dict)
     epoch_count: int = 0
@@ -293,9 +294,14 @@ class Trainer:
             group["initial_lr"] = o.lr0
         return optimizer
 
+    @property
+    def epochs(self) -> int:
+        """Epochs of this run's schedule: ``train.epochs``, or fewer when a time budget shortened it."""
+        return self.state.planned_epochs or self.cfg.train.epochs
+
     def lr_factor(self, epoch: float) -> float:
         """Schedule multiplier of ``lr0`` at a (fractional) epoch."""
-        o, n = self.cfg.optim, self.cfg.train.epochs
+        o, n = self.cfg.optim, self.epochs
         if o.schedule == "cosine":
             return ((1 - math.cos(epoch * math.pi / n)) / 2) * (o.lrf - 1) + 1
         if o.schedule == "linear":
@@ -345,7 +351,7 @@ class Trainer:
         for hook in self.hooks:
             hook.before_train(self)
         try:
-            while self.state.epoch < self.cfg.train.epochs and not self.state.stop:
+            while self.state.epoch < self.epochs and not self.state.stop:
                 self.train_one_epoch()
         finally:
             for hook in self.hooks:
@@ -516,7 +522,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "schedule": {"accumulate": self.accumulate},
+            "schedule": {"accumulate": self.accumulate, "planned_epochs": s.planned_epochs},
             "rng": {
                 "torch": torch.get_rng_state(),
                 "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
@@ -538,6 +544,7 @@ class Trainer:
         s.best_fitness = float(state["best_fitness"])
         s.skipped_steps = int(state.get("skipped_steps", 0))
         self.accumulate = int(state.get("schedule", {}).get("accumulate", self.accumulate))
+        s.planned_epochs = int(state.get("schedule", {}).get("planned_epochs", 0))
         rng = state.get("rng")
         if rng:
             torch.set_rng_state(rng["torch"])
