@@ -16,24 +16,28 @@ class FakeTrainer:
 
     def __init__(self, epochs: int) -> None:
         self.state = TrainState()
-        self.configured = epochs
+        self.cfg = SimpleNamespace(train=SimpleNamespace(epochs=epochs))
         self.dist = SimpleNamespace(is_main=True)
 
     @property
     def epochs(self) -> int:
-        return self.state.planned_epochs or self.configured
+        return self.state.planned_epochs or self.cfg.train.epochs
 
 
 def run_epochs(
-    monkeypatch, hook: TimeBudgetHook, trainer: FakeTrainer, seconds_per_epoch: float
+    monkeypatch,
+    hook: TimeBudgetHook,
+    trainer: FakeTrainer,
+    seconds_per_epoch: float,
+    first_epoch: float = 0.0,
 ) -> list[int]:
-    """Drive the hook through epochs of a fixed length; the planned epochs after each."""
+    """Drive the hook through epochs of a fixed length (the first may differ); planned epochs after each."""
     clock = [0.0]
     monkeypatch.setattr(default_hooks.time, "monotonic", lambda: clock[0])
     hook.before_train(trainer)
     plans = []
     while trainer.state.epoch < trainer.epochs and not trainer.state.stop:
-        clock[0] += seconds_per_epoch
+        clock[0] += first_epoch if first_epoch and not plans else seconds_per_epoch
         trainer.state.end_of_epoch = True
         hook.after_step(trainer)
         trainer.state.epoch += 1
@@ -48,7 +52,14 @@ def test_a_slow_run_gets_a_shorter_schedule_that_ends_inside_the_budget(monkeypa
     # ends by finishing it, not by the safety stop.
     assert plans[0] == 12 and trainer.epochs == 12
     assert trainer.state.epoch == 12 and not trainer.state.stop
-    assert "shortened to 12 epochs" in capsys.readouterr().out
+    assert "ends after 12 of 30 epochs" in capsys.readouterr().out
+
+
+def test_a_slow_first_epoch_shortens_the_schedule_only_until_the_pace_shows(monkeypatch):
+    trainer = FakeTrainer(epochs=10)
+    # Start-up makes epoch 1 take 150 s; the rest take 50 s: 10 epochs need 600 s of a 620 s budget.
+    plans = run_epochs(monkeypatch, TimeBudgetHook(minutes=620 / 60), trainer, 50.0, first_epoch=150.0)
+    assert plans[0] < 10 and plans[-1] == 10 and trainer.state.epoch == 10 and not trainer.state.stop
 
 
 def test_a_fast_run_keeps_its_schedule(monkeypatch):

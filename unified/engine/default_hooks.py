@@ -264,16 +264,24 @@ class TimeBudgetHook(Hook):
         done = trainer.state.epoch + 1
         per_epoch = elapsed / max(done - self.first_epoch, 1)
         fit = done + int(max(self.seconds - elapsed, 0.0) // max(per_epoch, 1e-9))
-        planned = fit if done < fit < trainer.epochs else 0
+        # Recomputed every epoch from the mean so far, so a slow first epoch (start-up, image caching)
+        # shortens the schedule only until later epochs show the real pace.
+        configured = trainer.cfg.train.epochs
+        if fit >= configured:
+            planned = 0  # the whole schedule fits
+        elif fit > done:
+            planned = fit
+        else:  # not even one more epoch fits: the stop below ends the run
+            planned = trainer.state.planned_epochs
         stop = elapsed + epoch_time > self.seconds and not _last_epoch(trainer)
         # Ranks measure time separately: rank 0 decides for all, or the group would hang.
         stop, planned = broadcast_object((bool(stop), int(planned)))
-        if planned:
+        if planned != trainer.state.planned_epochs and (planned or trainer.state.planned_epochs):
             trainer.state.planned_epochs = planned
             if trainer.dist.is_main:
                 print(
-                    f"time budget of {self.seconds / 60:.1f} min at {per_epoch:.0f} s per epoch: the schedule is "
-                    f"shortened to {planned} epochs"
+                    f"time budget of {self.seconds / 60:.1f} min at {per_epoch:.0f} s per epoch: the schedule now "
+                    f"ends after {planned or configured} of {configured} epochs"
                 )
         if stop:
             trainer.state.stop = True
