@@ -276,7 +276,7 @@ class TimeBudgetHook(Hook):
         stop = elapsed + epoch_time > self.seconds and not _last_epoch(trainer)
         # Ranks measure time separately: rank 0 decides for all, or the group would hang.
         stop, planned = broadcast_object((bool(stop), int(planned)))
-        if planned != trainer.state.planned_epochs and (planned or trainer.state.planned_epochs):
+        if planned != trainer.state.planned_epochs:
             trainer.state.planned_epochs = planned
             if trainer.dist.is_main:
                 print(
