@@ -18,7 +18,7 @@ from unified.benchmark import workloads as w
 from unified.benchmark.memory import measure_in_subprocesses
 from unified.benchmark.official import load_official, official_inference, official_train_step
 from unified.benchmark.profiles import Profile
-from unified.benchmark.timing import Timings, interleaved, synchronize
+from unified.benchmark.timing import Timings, interleaved
 from unified.benchmark.tracking import (
     detections_from_ground_truth,
     motmetrics_sequence,
@@ -61,14 +61,8 @@ class TrainGroup:
 
 
 def _first_call_seconds(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds of the first call (where ``torch.compile`` compiles)."""
-    import time
-
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
+    """Seconds of the first call (where ``torch.compile`` compiles): one timed call, no warm-up."""
+    return interleaved({"first": fn}, 1, 0, device).seconds["first"][0]
 
 
 def train_group(
@@ -252,7 +246,7 @@ def same_convolutions(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
     def signature(model: torch.nn.Module) -> list[tuple]:
         return [
-            (type(m).__name__, tuple(m.weight.shape), m.stride, m.padding, m.groups, m.bias is not None)
+            (type(m), tuple(m.weight.shape), m.stride, m.padding, m.groups, m.bias is not None)
             for m in model.modules()
             if isinstance(m, torch.nn.Conv2d)
         ]
