@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 
 import pytest
 import torch
@@ -143,3 +145,32 @@ def test_loader_workers_leave_ctrl_c_to_the_main_process():
     # The main process still takes Ctrl-C: its mask is back as it was.
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
     assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+
+
+class _InterruptedWhileStarting:
+    """A loader that receives Ctrl-C while it starts (as a DataLoader forking its workers might)."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def __iter__(self):
+        # Sent from another thread, which does not block SIGINT: the kernel may hand it to any thread,
+        # and Python then runs this process's handler in the main thread at once.
+        sender = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT))
+        sender.start()
+        sender.join()
+        self.started = True  # reached only if the signal was held back
+        return iter([1, 2])
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks only")
+def test_a_ctrl_c_while_a_loader_starts_is_raised_after_it_started():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        loader = _InterruptedWhileStarting()
+        with pytest.raises(KeyboardInterrupt):
+            iterate_loader(loader)
+        assert loader.started
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)

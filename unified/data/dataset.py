@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -252,16 +253,28 @@ def iterate_loader(loader: Iterable[Any]) -> Iterator[Any]:
     """``iter(loader)``, with Ctrl-C held back while the loader forks its workers.
 
     Workers forked with SIGINT blocked start with it blocked; :func:`seed_worker` ignores it and
-    unblocks it, so a Ctrl-C that lands while they start never reaches them (no traceback from a
-    half-started worker). The main process gets the held-back signal as soon as the workers exist.
+    unblocks it, so a Ctrl-C that lands while they start never reaches them. This process's own handler
+    is swapped for one that only records the signal meanwhile: blocking covers just this thread, another
+    thread may take the signal, and a KeyboardInterrupt raised inside fork's callbacks would be swallowed
+    ("Exception ignored in _releaseLock") and the run would go on. A recorded Ctrl-C is raised again as
+    soon as the workers exist.
     """
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: spawned workers, nothing to hold back
+    if (
+        not hasattr(signal, "pthread_sigmask")  # Windows: spawned workers
+        or threading.current_thread() is not threading.main_thread()  # handlers belong to the main thread
+        or signal.getsignal(signal.SIGINT) is None  # a handler installed outside Python: leave it alone
+    ):
         return iter(loader)
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    held: list[int] = []
+    handler = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         return iter(loader)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, handler)
+        if held:
+            signal.raise_signal(signal.SIGINT)
 
 
 def build_dataloader(
