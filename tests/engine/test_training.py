@@ -198,3 +198,97 @@ def test_startup_errors_are_clear_and_early(tmp_path, tiny_world):
     result = _cli("--data", str(only_boxes), "--model", model, "--tasks", "jde", "--project", str(tmp_path))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "task 'jde' needs ['identities'] labels" in result.stderr
+
+
+def _one_task_trainer(model_cfg, info, optim: dict, balancer: str = "fixed", batch_size: int = 4) -> Trainer:
+    from unified.config import load_config
+    from unified.engine.experiment import ExperimentConfig
+
+    cfg = load_config(
+        ExperimentConfig,
+        data={
+            "model": model_cfg,
+            "tasks": ["detect"],
+            "optim": {"lr0": 0.01, "warmup_epochs": 0.0, "ema": False, **optim},
+            "train": {"epochs": 1, "batch_size": batch_size, "precision": "fp32", "device": "cpu"},
+        },
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg.model, tasks=cfg.tasks, info=info)
+    return Trainer(cfg, model, build_balancer(balancer, ["detect"], {}, {}), [], torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_the_optimiser_is_fused_and_updates_as_the_per_tensor_loop(tiny_model_cfg, tiny_info, name):
+    fused = _one_task_trainer(tiny_model_cfg, tiny_info, {"optimizer": name}).optimizer
+    assert all(group["fused"] for group in fused.param_groups)
+    # The same groups and hyper-parameters through the default per-tensor implementation.
+    reference_params = [
+        [p.detach().clone().requires_grad_() for p in g["params"]] for g in fused.param_groups
+    ]
+    groups = [
+        {**{k: v for k, v in g.items() if k not in ("params", "fused", "foreach")}, "params": ps}
+        for g, ps in zip(fused.param_groups, reference_params)
+    ]
+    reference = type(fused)(groups, foreach=False)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        for group, ref_group in zip(fused.param_groups, reference_params):
+            for p, q in zip(group["params"], ref_group):
+                # In the parameter's layout, as autograd makes gradients (channels-last weights here).
+                p.grad = torch.empty_like(p).copy_(torch.randn(p.shape, generator=generator))
+                q.grad = p.grad.clone()
+        fused.step()
+        reference.step()
+    for group, ref_group in zip(fused.param_groups, reference_params):
+        for p, q in zip(group["params"], ref_group):
+            torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_pcgrad_with_one_task_steps_as_plain_backward_over_accumulated_micro_batches(
+    tiny_model_cfg, tiny_info
+):
+    """PCGrad sets gradients itself: they must accumulate over micro-batches (nominal batch 4 = 2 x 2) and
+    reach the fused optimiser in the channels-last layout of the weights, or the update is silently wrong.
+    With one task there is nothing to project, so its update is plain backward's."""
+    optim = {"optimizer": "sgd", "nominal_batch_size": 4}
+    plain = _one_task_trainer(tiny_model_cfg, tiny_info, optim, batch_size=2)
+    pcgrad = _one_task_trainer(tiny_model_cfg, tiny_info, optim, "pcgrad", batch_size=2)
+    assert plain.accumulate == pcgrad.accumulate == 2
+    assert plain.cfg.train.channels_last
+    for seed in (1, 2, 3, 4):
+        batch = make_batch(tiny_info, batch=2, size=64, seed=seed)
+        plain.run_step(batch)
+        pcgrad.run_step(batch)
+        plain.state.iteration += 1
+        pcgrad.state.iteration += 1
+    assert plain.state.optimizer_steps == pcgrad.state.optimizer_steps == 2
+    for (name, a), b in zip(plain.model.named_parameters(), pcgrad.model.parameters()):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-4, atol=1e-6, msg=f"{name} differs")
+
+
+def test_gradients_set_by_hand_in_another_layout_still_update_the_right_elements(tiny_model_cfg, tiny_info):
+    """A balancer plugin that assigns contiguous gradients to channels-last weights: the trainer puts them
+    in the weights' layout before the fused optimiser, which would otherwise read them scrambled."""
+    from unified.engine.balancers import Balancer
+
+    class ContiguousGradients(Balancer):
+        def backward(self, total, task_losses):
+            grads = torch.autograd.grad(total, self._all_params)
+            for p, g in zip(self._all_params, grads):
+                p.grad = g.contiguous()
+
+    optim = {"optimizer": "sgd", "nominal_batch_size": 4}
+    plain = _one_task_trainer(tiny_model_cfg, tiny_info, optim)
+    by_hand = _one_task_trainer(tiny_model_cfg, tiny_info, optim)
+    by_hand.balancer = ContiguousGradients(["detect"])
+    by_hand.balancer.bind([], list(by_hand.model.parameters()))
+    assert any(not p.is_contiguous() for p in by_hand.model.parameters()), (
+        "the tiny model should have channels-last weights for this test to mean anything"
+    )
+    batch = make_batch(tiny_info, batch=4, size=64, seed=1)
+    plain.run_step(batch)
+    by_hand.run_step(batch)
+    assert plain.state.optimizer_steps == by_hand.state.optimizer_steps == 1
+    for (name, a), b in zip(plain.model.named_parameters(), by_hand.model.parameters()):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-7, msg=f"{name} differs")

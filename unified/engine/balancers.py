@@ -235,6 +235,7 @@ class PCGradBalancer(Balancer):
             )
             per_task.append(list(grads))
         shared_index = [i for i, p in enumerate(params) if id(p) in shared_ids]
+        is_shared = set(shared_index)
 
         def flat(grads: list[torch.Tensor | None]) -> torch.Tensor:
             return torch.cat(
@@ -255,21 +256,30 @@ class PCGradBalancer(Balancer):
                 if dot < 0:
                     projected[i] -= dot / shared[j].pow(2).sum().clamp_min(1e-20) * shared[j]
         merged_shared = torch.stack(projected).sum(0)
+        # This micro-batch's gradient of every parameter, flat and in parameter order: one all-reduce.
+        pieces: list[torch.Tensor] = []
         offset = 0
-        for i in shared_index:
-            n = params[i].numel()
-            params[i].grad = merged_shared[offset : offset + n].view_as(params[i]).clone()
-            offset += n
-        shared_set = set(shared_index)
         for i, p in enumerate(params):
-            if i in shared_set:
-                continue
-            parts = [g[i] for g in per_task if g[i] is not None]
-            p.grad = torch.stack(parts).sum(0) if parts else torch.zeros_like(p)
+            if i in is_shared:
+                pieces.append(merged_shared[offset : offset + p.numel()])
+                offset += p.numel()
+            else:
+                parts = [g[i] for g in per_task if g[i] is not None]
+                pieces.append(torch.stack(parts).sum(0).reshape(-1) if parts else p.new_zeros(p.numel()))
+        step = torch.cat(pieces)
         if dist.is_available() and dist.is_initialized():
             # Losses are per-image sums (see Task.loss): the global gradient is the sum over ranks.
-            for p in params:
-                dist.all_reduce(p.grad)
+            dist.all_reduce(step)
+        offset = 0
+        for p in params:
+            g = step[offset : offset + p.numel()].view(p.shape)
+            offset += p.numel()
+            # Accumulate, as backward() does, so gradient accumulation over micro-batches keeps every one;
+            # a new gradient takes its parameter's memory layout (fused optimisers read it as laid out so).
+            if p.grad is None:
+                p.grad = torch.empty_like(p).copy_(g)
+            else:
+                p.grad.add_(g)
 
 
 @BALANCERS.register("rlw")

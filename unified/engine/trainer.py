@@ -277,17 +277,18 @@ class Trainer:
         no_decay, decay, biases = parameter_groups(self.model, self.balancer.decay_exempt())
         no_decay += [p for p in self.balancer.parameters() if p.requires_grad]
         weight_decay = o.weight_decay * self.world_batch * self.accumulate / o.nominal_batch_size
+        # Fused kernels update all parameters in one pass instead of a loop of small ops: SGD ~8.7x faster
+        # on CPU (yolor-p6, 37M parameters: 1.32 s -> 0.15 s per step), AdamW 3.4x (the demo's 1.5M: 8.7 ms
+        # -> 2.5 ms, 6% of its step).
+        fused = True if self.device.type in ("cpu", "cuda") else None
         if o.optimizer == "sgd":
-            # The fused kernel updates all parameters in one pass, bit-identical to the default per-tensor
-            # loop and ~8.7x faster on CPU (yolor-p6, 37M parameters: 1.32 s -> 0.15 s per step).
-            fused = self.device.type in ("cpu", "cuda")
-            optimizer = torch.optim.SGD(
-                no_decay, lr=o.lr0, momentum=o.momentum, nesterov=True, fused=fused or None
-            )
+            optimizer = torch.optim.SGD(no_decay, lr=o.lr0, momentum=o.momentum, nesterov=True, fused=fused)
         elif o.optimizer == "adam":
-            optimizer = torch.optim.Adam(no_decay, lr=o.lr0, betas=(o.momentum, 0.999))
+            optimizer = torch.optim.Adam(no_decay, lr=o.lr0, betas=(o.momentum, 0.999), fused=fused)
         else:
-            optimizer = torch.optim.AdamW(no_decay, lr=o.lr0, betas=(o.momentum, 0.999), weight_decay=0.0)
+            optimizer = torch.optim.AdamW(
+                no_decay, lr=o.lr0, betas=(o.momentum, 0.999), weight_decay=0.0, fused=fused
+            )
         optimizer.add_param_group({"params": decay, "weight_decay": weight_decay})
         optimizer.add_param_group({"params": biases, "weight_decay": 0.0, "is_bias": True})
         for group in optimizer.param_groups:
@@ -445,6 +446,12 @@ class Trainer:
     def _optimizer_step(self) -> bool:
         """Unscale, clip, check gradients, step. Returns False (and drops the gradients) if any is non-finite."""
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        # Fused optimiser kernels read a gradient's memory as if laid out like its parameter: a gradient
+        # set by hand (a balancer, a hook) in another layout (contiguous for a channels-last weight) would
+        # update the wrong elements, silently.
+        for p in params:
+            if p.grad is not None and p.grad.stride() != p.stride():
+                p.grad = torch.empty_like(p).copy_(p.grad)
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.grad_clip
