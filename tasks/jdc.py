@@ -1,9 +1,15 @@
 """``jdc``: joint detection and classification (YOLOR's JDC): detection plus image-level multi-label labels.
 
-The classification branch reads every level of the shared multi-scale features. Each level goes through
-its own implicit add (feature alignment), a 1×1 projection and global average pooling; the pooled vectors
-are summed, refined by an implicit add before and an implicit multiply after the linear classifier, as the
-detection head does around its output conv.
+The classification branch reads every level of the shared multi-scale features. Each level is averaged
+over its cells and goes through its own implicit add (feature alignment; an add commutes with the mean, so
+this equals aligning the map first); the pooled levels are concatenated and projected (1×1 conv + SiLU on
+the 1×1 map), then refined by an implicit add before and an implicit multiply after the linear classifier,
+as the detection head does around its output conv.
+
+Pooling first, then projecting, is MobileNetV3's "efficient last stage" (Howard et al. 2019): the same
+projection on a 1×1 map instead of every cell. On the demo (yolor-tiny, 192², batch 8) a per-level 1×1
+conv + BN + SiLU on the full maps made the ``jdc`` step 1.07–1.09× detection alone for 1 % of its FLOPs;
+on pooled vectors the head costs almost nothing, so it can be wide.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from torch import nn
 
 from unified.config import check
 from unified.evaluation.multilabel import MultiLabelEvaluator
+from unified.implicit import ImplicitOp, fold_add_before, fold_mul_after, implicit_constant
+from unified.models.fuse import Fusable
 from unified.task import TASKS, FeatureShape, Task, TaskConfig
 
 
 @dataclass
 class JDCConfig(TaskConfig):
-    hidden: int = 128  # width of the per-level 1×1 projection before pooling
+    hidden: int = 256  # width of the projection of the pooled levels
     gain: float = 1.0
     threshold: float = 0.5
     implicit_form: str = "vector"
@@ -39,8 +47,8 @@ class JDCConfig(TaskConfig):
         )
 
 
-class ClassificationHead(nn.Module):
-    """Multi-scale image-level classifier with implicit refinement."""
+class ClassificationHead(nn.Module, Fusable):
+    """Multi-scale image-level classifier with implicit refinement: pool, align, project, classify."""
 
     def __init__(
         self, feature_shapes: Sequence[FeatureShape], num_labels: int, hidden: int, bank: nn.Module, form: str
@@ -49,10 +57,9 @@ class ClassificationHead(nn.Module):
         self.align = nn.ModuleList(
             bank.get(f"jdc.align.{i}", shape.channels, "add", form) for i, shape in enumerate(feature_shapes)
         )
-        self.project = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(shape.channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU())
-            for shape in feature_shapes
-        )
+        # No BatchNorm on pooled vectors: its statistics would come from a handful of images (and fail on
+        # a batch of one).
+        self.project = nn.Sequential(nn.Conv2d(sum(s.channels for s in feature_shapes), hidden, 1), nn.SiLU())
         self.implicit_add = bank.get("jdc.ia", hidden, "add", form)
         self.classifier = nn.Conv2d(hidden, num_labels, 1)
         self.implicit_mul = bank.get("jdc.im", num_labels, "mul", form)
@@ -60,15 +67,28 @@ class ClassificationHead(nn.Module):
         nn.init.constant_(self.classifier.bias, -2.0)
 
     def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        pooled = sum(
-            project(align(x)).mean(dim=(2, 3), keepdim=True)
-            for x, align, project in zip(features, self.align, self.project)
+        pooled = torch.cat(
+            [align(x.mean(dim=(2, 3), keepdim=True)) for x, align in zip(features, self.align)], dim=1
         )
-        logits = self.implicit_mul(self.classifier(self.implicit_add(pooled))).flatten(1)
+        logits = self.implicit_mul(self.classifier(self.implicit_add(self.project(pooled)))).flatten(1)
         out = {"logits": logits}
         if not self.training:
             out["scores"] = logits.float().sigmoid()
         return out
+
+    def fuse(self) -> None:
+        """Fold the per-level alignment adds into the projection (on the 1×1 pooled map: exact) and the
+        implicit add and multiply into the classifier (inference only)."""
+        if all(isinstance(a, ImplicitOp) for a in self.align):
+            g = torch.cat([implicit_constant(a) for a in self.align])
+            self.project[0] = fold_add_before(self.project[0], g)
+            self.align = nn.ModuleList(nn.Identity() for _ in self.align)
+        if isinstance(self.implicit_add, ImplicitOp):
+            self.classifier = fold_add_before(self.classifier, self.implicit_add)
+            self.implicit_add = nn.Identity()
+        if isinstance(self.implicit_mul, ImplicitOp):
+            self.classifier = fold_mul_after(self.classifier, self.implicit_mul)
+            self.implicit_mul = nn.Identity()
 
 
 class ClassificationEvaluator:

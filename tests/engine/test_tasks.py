@@ -54,6 +54,51 @@ def test_task_contract(task, tiny_model_cfg, tiny_info):
     assert all(isinstance(m, dict) and m for m in metrics.values())
 
 
+def _tensors(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for k in sorted(value) for t in _tensors(value[k])]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+@pytest.mark.parametrize("task", all_tasks())
+def test_fused_model_computes_what_the_unfused_one_does(task, tiny_model_cfg, tiny_info):
+    import copy
+
+    from unified.implicit import ImplicitOp
+    from unified.models.fuse import Fusable
+
+    torch.manual_seed(0)
+    model = build_model(tiny_model_cfg, tasks=[task], info=tiny_info, plugins=[PLUGIN]).eval()
+    # Statistics and implicit tensors away from their identity initialisation, so every fold matters.
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+        for p in model.bank.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    images = make_batch(tiny_info, size=96)["images"]
+    with torch.no_grad():
+        before = _tensors(model(images))
+        fused = copy.deepcopy(model).fuse()
+        after = _tensors(fused(images))
+    assert len(before) == len(after)
+    for a, b in zip(before, after):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    for name, head in fused.heads.items():
+        if isinstance(head, Fusable):  # a head that folds must leave nothing to fold
+            left = [
+                type(m).__name__ for m in head.modules() if isinstance(m, (ImplicitOp, torch.nn.BatchNorm2d))
+            ]
+            assert not left, f"{name} head still has {left} after fuse()"
+
+
 @pytest.mark.parametrize("task", ["jdc", "jde"])
 def test_a_batch_without_the_tasks_labels_gives_zero_with_a_gradient_path(task, tiny_model_cfg, tiny_info):
     model = build_model(tiny_model_cfg, tasks=[task], info=tiny_info)
