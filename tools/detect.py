@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         detect.cfg = dataclasses.replace(
             detect.cfg, conf_thres=args.conf, iou_thres=args.iou, max_det=args.max_det, multi_label=False
         )
-        if args.fuse:
-            model.fuse()
+        model.for_inference(fuse=args.fuse)
         out = increment_path(Path(args.out), args.exist_ok)
         out.mkdir(parents=True, exist_ok=True)
         count = run(model, args, out, device)

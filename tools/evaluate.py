@@ -62,7 +62,8 @@ def run_model_mode(args: argparse.Namespace) -> dict:
     from unified.model import load
 
     device = select_device(args.device)
-    model = load(args.weights, device=device)
+    # Unfused: the metrics of the checkpoint itself, not of its folded copy.
+    model = load(args.weights, device=device).for_inference(fuse=False)
     records, info = load_dataset_yaml(args.data, args.split)
     if info.class_names != model.info.class_names:
         raise ValueError(

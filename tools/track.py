@@ -75,7 +75,7 @@ def track_with_model(args: argparse.Namespace, config: TrackerConfig) -> int:
     from unified.model import load
 
     try:
-        model = load(args.weights).fuse()
+        model = load(args.weights).for_inference()
         results = list(track_source(model, args.source, config, img_size=args.img))
     except (CheckpointError, ConfigError, SourceError, MissingDependencyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -191,3 +191,33 @@ def test_numbers_in_a_result_are_json_safe(tiny_run):
             assert math.isfinite(value)
 
     walk({k: result[k] for k in REQUIRED_KEYS})
+
+
+def test_same_convolutions_holds_for_fused_yolor_csp_and_yolov4_csp_only():
+    from unified.benchmark.measures import same_convolutions
+    from unified.benchmark.workloads import build_inference
+
+    models = Path(__file__).resolve().parents[2] / "configs" / "models"
+    cpu = torch.device("cpu")
+
+    def model(name: str, fused: bool = True) -> torch.nn.Module:
+        return build_inference(models / f"{name}.yaml", cpu, batch=1, size=64, fused=fused).model
+
+    # The paper's claim, checked structurally: once fused, implicit knowledge leaves no op behind.
+    assert same_convolutions(model("yolor-csp"), model("yolov4-csp"))
+    # Unfused, BN and implicit ops are still there: not the same computation, whatever the timer says.
+    assert not same_convolutions(model("yolor-csp", fused=False), model("yolov4-csp", fused=False))
+    assert not same_convolutions(model("yolor-csp"), model("yolor-tiny"))
+
+
+@pytest.mark.slow
+def test_compile_rows_are_measured_with_finite_numbers(tmp_path):
+    out = tmp_path / "bench.json"
+    code = load_tool("benchmark").main(["--tiny", "--compile", "--json", str(out), "--threads", "2"])
+    result = json.loads(out.read_text())
+    assert code == 0 and check_result(result) == []
+    levers = result["levers"]
+    for key in ("train_paper_torch_compile", "train_demo_torch_compile", "infer_torch_compile"):
+        assert math.isfinite(levers[key]) and levers[key] > 0, key
+    assert set(result["compile_seconds"]) == {"train_paper", "train_demo", "infer"}
+    assert all(s > 0 for s in result["compile_seconds"].values())

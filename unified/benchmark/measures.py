@@ -176,6 +176,7 @@ def inference_group(
     reference = w.build_model_for_inference(profile.infer_model)
 
     def variants(batch: int, latency: bool) -> dict[str, Callable[[], object]]:
+        # Every variant but the lever runs channels-last, as the inference tools do (UnifiedModel.for_inference).
         out = {
             "unfused": w.build_inference(
                 profile.infer_model, device, batch=batch, size=size, fused=False, model=reference
@@ -196,7 +197,7 @@ def inference_group(
                 size=size,
                 fused=True,
                 dtype=default,
-                channels_last=True,
+                channels_last=False,
                 model=reference,
             )
         fns: dict[str, Callable[[], object]] = {k: v.forward for k, v in out.items()}
@@ -233,6 +234,7 @@ def inference_group(
         "mixed": DTYPE_NAMES[mixed],
         "default_precision": DTYPE_NAMES[default],
         "default_variant": "fused" if default is None else "fused_mixed",
+        "channels_last": True,
         "implicit_pair": [Path(with_implicit).stem, Path(without).stem],
         "implicit_pair_same_convolutions": same_convolutions(implicit_model.model, plain_model.model),
     }

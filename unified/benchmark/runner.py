@@ -218,7 +218,7 @@ def run_benchmark(
     if "fused_mixed" in inf.latency.seconds:
         levers[f"infer_{mixed_name}_autocast"] = inf.latency.ratio("fused", "fused_mixed")
     if "lever_channels_last" in inf.latency.seconds:
-        levers["infer_channels_last"] = inf.latency.ratio(best, "lever_channels_last")
+        levers["infer_channels_last"] = inf.latency.ratio("lever_channels_last", best)
     if "lever_compiled" in inf.latency.seconds:
         levers["infer_torch_compile"] = inf.latency.ratio(best, "lever_compiled")
         result.setdefault("compile_seconds", {})["infer"] = inf.compile_seconds

@@ -226,13 +226,15 @@ def build_inference(
     size: int,
     fused: bool,
     dtype: torch.dtype | None = None,
-    channels_last: bool = False,
+    channels_last: bool = True,
     nc: int = 80,
     task_options: dict[str, dict[str, Any]] | None = None,
     model: UnifiedModel | None = None,
     seed: int = 0,
 ) -> InferenceWorkload:
-    """Our detection model in eval mode, optionally fused, under autocast ``dtype`` (``None``: fp32).
+    """Our detection model ready for inference as the tools make it (:meth:`UnifiedModel.for_inference`:
+    eval mode, optionally fused, channels-last unless told otherwise), under autocast ``dtype`` (``None``:
+    fp32).
 
     Pass ``model`` to reuse one model's weights for several variants (fusing happens on a copy).
     """
@@ -244,11 +246,7 @@ def build_inference(
         if model is not None
         else build_model(repo_path(model_cfg), nc=nc, task_options=task_options)
     )
-    net = net.to(device).eval()
-    if fused:
-        net.fuse()
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    net = net.to(device).for_inference(fuse=fused, channels_last=channels_last)
     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed)).to(device)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
