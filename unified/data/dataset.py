@@ -8,6 +8,8 @@ of ``docs/ARCHITECTURE.md`` (images float in ``[0, 1]``, the image index written
 
 from __future__ import annotations
 
+import functools
+import os
 import random
 import signal
 import threading
@@ -234,13 +236,16 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def seed_worker(worker_id: int) -> None:
-    """Seed numpy and ``random`` in a DataLoader worker from the seed torch gave it; ignore Ctrl-C.
+def seed_worker(worker_id: int, niceness: int = 0) -> None:
+    """Seed numpy and ``random`` in a DataLoader worker from the seed torch gave it; ignore Ctrl-C; lower
+    the worker's CPU priority by ``niceness``.
 
     A terminal's Ctrl-C signals the whole process group. A worker that died of it first would make the
     main process fail with "DataLoader worker exited unexpectedly" instead of stopping cleanly, so the
     workers leave SIGINT to the main process, which shuts them down.
     """
+    if niceness and hasattr(os, "nice"):
+        os.nice(niceness)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # discards a Ctrl-C held back by iterate_loader
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -289,6 +294,7 @@ def build_dataloader(
     drop_last: bool = False,
     pin_memory: bool = False,
     persistent_workers: bool = True,
+    worker_niceness: int = 0,
 ) -> DataLoader:
     """A DataLoader with seeded shuffling and workers, :func:`collate`, and optional distribution.
 
@@ -306,6 +312,10 @@ def build_dataloader(
         persistent_workers: Keep workers across epochs. The trainer turns it off: fresh workers each
             epoch take their seeds from the loader's generator, which it re-seeds per epoch, so every
             epoch's augmentation is a function of (seed, epoch) and a resumed run repeats it exactly.
+        worker_niceness: Lower the workers' CPU priority by this much (``os.nice``). When the model
+            computes on the same few CPU cores, a worker that takes a core from one of the compute threads
+            stalls every parallel op (its share of the work runs at half speed while the other threads
+            wait); at the lowest priority the workers fill the gaps instead.
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
@@ -318,7 +328,7 @@ def build_dataloader(
         sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate,
-        worker_init_fn=seed_worker,
+        worker_init_fn=functools.partial(seed_worker, niceness=worker_niceness),
         generator=generator,
         persistent_workers=persistent_workers and num_workers > 0,
         drop_last=drop_last,
