@@ -109,7 +109,7 @@ def train_group(
             info,
             device,
         )
-        variants["lever_unfused_sgd"] = _foreach_optimizer(
+        variants["lever_unfused_optimizer"] = _foreach_optimizer(
             w.build_train_workload(w.experiment(base_cfg, tasks=ours_tasks), info, device)
         )
     compile_seconds = None

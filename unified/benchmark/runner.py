@@ -209,8 +209,8 @@ def run_benchmark(
                 else ("lever_channels_last", "ours")
             )
             levers[f"train_{n}_channels_last"] = t.ratio(off, on)
-        if "lever_unfused_sgd" in t.seconds:
-            levers[f"train_{n}_fused_sgd"] = t.ratio("lever_unfused_sgd", "ours")
+        if "lever_unfused_optimizer" in t.seconds:
+            levers[f"train_{n}_fused_optimizer"] = t.ratio("lever_unfused_optimizer", "ours")
         if "lever_compiled" in t.seconds:
             levers[f"train_{n}_torch_compile"] = t.ratio("ours", "lever_compiled")
             result.setdefault("compile_seconds", {})[f"train_{n}"] = g.compile_seconds
