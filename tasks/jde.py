@@ -2,10 +2,11 @@
 
 An embedding branch per level (a depthwise-separable 3×3 conv, then its own implicit add before and
 implicit multiply after its 1×1 output conv, like the detection head) gives every cell a D-dimensional
-appearance vector. Training: the vectors at the cells the detection assigner made positive for boxes with an identity are L2-normalised, scaled by
-√2·ln(nID − 1) and classified over the training identities by one linear classifier shared by all levels,
-with cross-entropy that ignores boxes without identity (−1). Post-processing hands each detection its
-embedding; the evaluator runs the tracker over the validation sequences.
+appearance vector. Training: the vectors at the cells the detection assigner made positive for boxes with
+an identity are L2-normalised, scaled by √2·ln(nID − 1) and classified over the training identities by one
+linear classifier shared by all levels, with cross-entropy that ignores boxes without identity (−1).
+Post-processing hands each detection its embedding; the evaluator runs the tracker over the validation
+sequences.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ class UnifiedModel(nn.Module):
         """Ready the model for prediction, in place: eval mode, BatchNorm and implicit tensors folded
         (``fuse``), weights in channels-last memory (``channels_last``).
 
-        Channels-last makes every convolution run in NHWC, as training does: 1.08–1.12x at batch 1 on a
+        Channels-last makes every convolution run in NHWC, as training does: 1.1–1.2x at batch 1 on a
         2-core CPU (``docs/PERFORMANCE.md``), and the layout CUDA tensor cores read. The outputs are the
         same up to floating-point summation order.
         """

@@ -278,7 +278,7 @@ class Trainer:
         no_decay += [p for p in self.balancer.parameters() if p.requires_grad]
         weight_decay = o.weight_decay * self.world_batch * self.accumulate / o.nominal_batch_size
         # Fused kernels update all parameters in one pass instead of a loop of small ops: SGD ~8.7x faster
-        # on CPU (yolor-p6, 37M parameters: 1.32 s -> 0.15 s per step), AdamW 3.4x (the demo's 1.5M: 8.7 ms
+        # on CPU (yolor-p6, 37M parameters: 1.32 s -> 0.15 s per step), AdamW 3.4x (the demo's 1.6M: 8.7 ms
         # -> 2.5 ms, 6% of its step).
         fused = True if self.device.type in ("cpu", "cuda") else None
         if o.optimizer == "sgd":
