@@ -14,58 +14,78 @@ from torch import nn
 from unified.config import check
 from unified.evaluation.coco import CocoDetectionEvaluator
 from unified.evaluation.plots import plot_per_class_ap, plot_pr_curve
+from unified.implicit import ImplicitForm
+from unified.losses.assign import YoloAssignment
 from unified.losses.yolo import DetectionLossConfig, YoloDetectionLoss
 from unified.models.heads import IDetectHead
 from unified.ops.boxes import letterbox_to_original, xywh_to_xyxy
 from unified.ops.nms import non_max_suppression
-from unified.task import TASKS, FeatureShape, Task, TaskConfig
+from unified.task import TASKS, Evaluator, FeatureShape, StepContext, Task, TaskConfig
 
 
 @dataclass
-class DetectConfig(TaskConfig):
-    """Detection options; loss gains default to the official ``hyp.scratch.640.yaml``."""
+class DetectConfig(TaskConfig, DetectionLossConfig):
+    """Detection options: the loss's (``DetectionLossConfig``: gains default to the official
+    ``hyp.scratch.640.yaml``), the implicit refinement and the post-processing."""
 
     implicit: bool | None = None  # None: as the model YAML's `head.implicit` says
-    implicit_form: str | None = None  # None: the model YAML's `head.implicit_form`
-    box: float = 0.05
-    cls: float = 0.3
-    obj: float = 0.7
-    cls_pw: float = 1.0
-    obj_pw: float = 1.0
-    anchor_t: float = 4.0
-    fl_gamma: float = 0.0
-    label_smoothing: float = 0.0
+    implicit_form: ImplicitForm | None = None  # None: the model YAML's `head.implicit_form`
     conf_thres: float = 0.001
     iou_thres: float = 0.65
     max_det: int = 300
     multi_label: bool = True
 
     def __post_init__(self) -> None:
-        check(self.anchor_t > 1, "task_options.detect.anchor_t", f"must be > 1, got {self.anchor_t}")
-        check(0 <= self.conf_thres < 1, "task_options.detect.conf_thres", "must be in [0, 1)")
-        check(0 < self.iou_thres <= 1, "task_options.detect.iou_thres", "must be in (0, 1]")
-        check(self.max_det >= 1, "task_options.detect.max_det", "must be >= 1")
-        check(
-            self.implicit_form in (None, "vector", "nn", "mf"),
-            "task_options.detect.implicit_form",
-            "must be vector, nn or mf",
-        )
+        super().__post_init__()
+        check(0 <= self.conf_thres < 1, "conf_thres", "must be in [0, 1)")
+        check(0 < self.iou_thres <= 1, "iou_thres", "must be in (0, 1]")
+        check(self.max_det >= 1, "max_det", "must be >= 1")
 
 
 def ground_truth_in_original(batch: dict[str, Any], index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boxes (xyxy, original pixels), classes and identities of image ``index`` of a batch."""
-    targets = batch["targets"]
-    rows = targets[targets[:, 0] == index].detach().cpu().double()
+    """Boxes (xyxy, original pixels), classes and identities (``-1`` where none, or when the batch has no
+    ``identities``) of image ``index`` of a batch."""
+    boxes = batch["boxes"]
+    rows_of_image = (boxes[:, 0] == index).cpu()
+    rows = boxes.detach().cpu().double()[rows_of_image]
     meta = batch["meta"][index]
     height, width = batch["images"].shape[-2:]
     scale = torch.tensor([width, height, width, height], dtype=torch.float64)
-    boxes = xywh_to_xyxy(rows[:, 2:6] * scale)
-    boxes = letterbox_to_original(boxes, meta["ratio"], meta["pad"], meta["orig_shape"])
-    identities = rows[:, 6] if rows.shape[1] > 6 else torch.full((len(rows),), -1.0, dtype=torch.float64)
-    return boxes.numpy(), rows[:, 1].long().numpy(), identities.long().numpy()
+    xyxy = xywh_to_xyxy(rows[:, 2:6] * scale)
+    xyxy = letterbox_to_original(xyxy, meta["ratio"], meta["pad"], meta["orig_shape"])
+    if "identities" in batch:
+        identities = batch["identities"].cpu()[rows_of_image].long()
+    else:
+        identities = torch.full((len(rows),), -1, dtype=torch.long)
+    return xyxy.numpy(), rows[:, 1].long().numpy(), identities.numpy()
 
 
-class DetectionEvaluator:
+@dataclass
+class DetectionStep:
+    """What detection computed for one training step, for the tasks that build on it.
+
+    Attributes:
+        terms: Detection's loss terms (``box``, ``obj``, ``cls``).
+        assignment: Which (image, anchor, cell) of each level each box of ``batch["boxes"]`` was assigned
+            to; ``LevelAssignment.target_index`` is the row in ``batch["boxes"]`` (and so in every
+            per-instance entry of the batch, such as ``batch["identities"]``).
+    """
+
+    terms: dict[str, torch.Tensor]
+    assignment: YoloAssignment
+
+
+@dataclass
+class DetectionCells:
+    """Where detections came from in the head's output: per detection its level, anchor, row and column."""
+
+    level: torch.Tensor
+    anchor: torch.Tensor
+    grid_y: torch.Tensor
+    grid_x: torch.Tensor
+
+
+class DetectionEvaluator(Evaluator):
     """COCO mAP (pycocotools) over the images that carry box labels."""
 
     def __init__(self, class_names: Sequence[str]) -> None:
@@ -74,7 +94,7 @@ class DetectionEvaluator:
         self.result = None
 
     def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
-        mask = batch["label_mask"]["boxes"]
+        mask = batch["label_mask"].get("boxes", torch.zeros(len(batch["meta"]), dtype=torch.bool))
         for i, meta in enumerate(batch["meta"]):
             if not bool(mask[i]):
                 continue
@@ -132,35 +152,37 @@ class DetectTask(Task):
             implicit=model_cfg.head.implicit if self.cfg.implicit is None else self.cfg.implicit,
             implicit_form=self.cfg.implicit_form or model_cfg.head.implicit_form,
         )
-        loss_cfg = DetectionLossConfig(
-            box=self.cfg.box,
-            cls=self.cfg.cls,
-            obj=self.cfg.obj,
-            cls_pw=self.cfg.cls_pw,
-            obj_pw=self.cfg.obj_pw,
-            anchor_t=self.cfg.anchor_t,
-            fl_gamma=self.cfg.fl_gamma,
-            label_smoothing=self.cfg.label_smoothing,
-        )
-        self.criterion = YoloDetectionLoss(self.head.anchors, self.head.strides, self.info.nc, loss_cfg)
+        self.criterion = YoloDetectionLoss(self.head.anchors, self.head.strides, self.info.nc, self.cfg)
         return self.head
 
-    def assignment(self, outputs: dict[str, Any], batch: dict[str, Any], context: dict[str, Any]) -> Any:
-        """The target assignment of this step, computed once and shared with tasks that build on detection."""
-        if "detect.assignment" not in context:
-            self.loss(outputs, batch, context)
-        return context["detect.assignment"]
+    def step(self, outputs: dict[str, Any], batch: dict[str, Any], context: StepContext) -> DetectionStep:
+        """This step's detection losses and target assignment, computed once and shared with the tasks that
+        build on detection."""
+
+        def compute() -> DetectionStep:
+            raw = outputs["detect"]["raw"]
+            terms, assignment = self.criterion(raw, batch["boxes"], image_mask=self.label_mask(batch))
+            return DetectionStep(terms, assignment)
+
+        return context.once(self, compute)
 
     def loss(
-        self, outputs: dict[str, Any], batch: dict[str, Any], context: dict[str, Any]
+        self, outputs: dict[str, Any], batch: dict[str, Any], context: StepContext
     ) -> dict[str, torch.Tensor]:
-        if "detect.terms" in context:
-            return context["detect.terms"]
-        raw = outputs["detect"]["raw"]
-        terms, assignment = self.criterion(raw, batch["targets"], image_mask=self.label_mask(batch))
-        context["detect.assignment"] = assignment
-        context["detect.terms"] = terms
-        return terms
+        return self.step(outputs, batch, context).terms
+
+    def locate(self, index: torch.Tensor, grid_shapes: Sequence[tuple[int, int]]) -> DetectionCells:
+        """The level, anchor and cell of detections from their ``index`` (a prediction's ``index``: the
+        position in ``decoded``, ordered level, anchor, row, column) for levels of ``(ny, nx)`` grids."""
+        num_anchors = int(self.head.anchors.shape[1])
+        sizes = torch.tensor([num_anchors * ny * nx for ny, nx in grid_shapes], device=index.device)
+        starts = torch.cumsum(sizes, 0) - sizes
+        level = torch.searchsorted(starts, index, right=True) - 1
+        offset = index - starts[level]
+        widths = torch.tensor([nx for _, nx in grid_shapes], device=index.device)[level]
+        cells = torch.tensor([ny * nx for ny, nx in grid_shapes], device=index.device)[level]
+        cell = offset % cells
+        return DetectionCells(level, offset // cells, cell // widths, cell % widths)
 
     def postprocess(
         self,

@@ -24,9 +24,9 @@ from torch import nn
 
 from unified.config import check
 from unified.evaluation.multilabel import MultiLabelEvaluator
-from unified.implicit import ImplicitOp, fold_add_before, fold_mul_after, implicit_constant
+from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after, implicit_constant
 from unified.models.fuse import Fusable
-from unified.task import TASKS, FeatureShape, Task, TaskConfig
+from unified.task import TASKS, Evaluator, FeatureShape, StepContext, Task, TaskConfig
 
 
 @dataclass
@@ -34,17 +34,12 @@ class JDCConfig(TaskConfig):
     hidden: int = 256  # width of the projection of the pooled levels
     gain: float = 1.0
     threshold: float = 0.5
-    implicit_form: str = "vector"
+    implicit_form: ImplicitForm = "vector"
 
     def __post_init__(self) -> None:
         check(self.hidden >= 1, "task_options.jdc.hidden", "must be >= 1")
         check(self.gain > 0, "task_options.jdc.gain", "must be > 0")
         check(0 < self.threshold < 1, "task_options.jdc.threshold", "must be in (0, 1)")
-        check(
-            self.implicit_form in ("vector", "nn", "mf"),
-            "task_options.jdc.implicit_form",
-            "must be vector, nn or mf",
-        )
 
 
 class ClassificationHead(nn.Module, Fusable):
@@ -91,15 +86,19 @@ class ClassificationHead(nn.Module, Fusable):
             self.implicit_mul = nn.Identity()
 
 
-class ClassificationEvaluator:
-    def __init__(self, label_names: Sequence[str], threshold: float) -> None:
-        self.inner = MultiLabelEvaluator(label_names, threshold)
+class ClassificationEvaluator(Evaluator):
+    """Multi-label mAP and F1 over the images that carry image labels."""
+
+    def __init__(self, task: JDCTask) -> None:
+        self.task = task
+        self.inner = MultiLabelEvaluator(task.info.image_label_names, task.cfg.threshold)
 
     def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
+        mask = self.task.label_mask(batch)
+        if not bool(mask.any()):
+            return
         scores = torch.stack([p["scores"] for p in predictions["jdc"]]).cpu().numpy()
-        self.inner.update(
-            scores, batch["image_labels"].cpu().numpy(), batch["label_mask"]["image_labels"].cpu().numpy()
-        )
+        self.inner.update(scores, batch["image_labels"].cpu().numpy(), mask.cpu().numpy())
 
     def compute(self) -> dict[str, float]:
         return self.inner.compute()
@@ -123,12 +122,13 @@ class JDCTask(Task):
         )
 
     def loss(
-        self, outputs: dict[str, Any], batch: dict[str, Any], context: dict[str, Any]
+        self, outputs: dict[str, Any], batch: dict[str, Any], context: StepContext
     ) -> dict[str, torch.Tensor]:
         logits = outputs["jdc"]["logits"].float()
         mask = self.label_mask(batch).to(logits.dtype)
+        labels = batch["image_labels"] if "image_labels" in batch else torch.zeros_like(logits)
         per_image = F.binary_cross_entropy_with_logits(
-            logits, batch["image_labels"].to(logits.dtype), reduction="none"
+            logits, labels.to(logits.dtype), reduction="none"
         ).mean(1)
         # A sum over labelled images, the convention of the detection loss (see Task.loss); with no
         # labelled image, an exact zero that still reaches the head's parameters.
@@ -147,7 +147,7 @@ class JDCTask(Task):
         ]
 
     def make_evaluator(self) -> ClassificationEvaluator:
-        return ClassificationEvaluator(self.info.image_label_names, self.cfg.threshold)
+        return ClassificationEvaluator(self)
 
     def fitness(self, metrics: dict[str, float]) -> float:
         return float(metrics.get("mAP", 0.0))

@@ -24,14 +24,14 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchvision.ops import box_iou
 
-from tasks.detect import ground_truth_in_original
+from tasks.detect import DetectTask, ground_truth_in_original
 from unified.config import check
 from unified.evaluation.coco import CocoDetectionEvaluator
 from unified.evaluation.embedding import EmbeddingEvaluator
 from unified.evaluation.mot import MotEvaluator
-from unified.implicit import ImplicitOp, fold_add_before, fold_mul_after
+from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable, fuse_conv_bn
-from unified.task import TASKS, FeatureShape, Task, TaskConfig
+from unified.task import TASKS, Evaluator, FeatureShape, StepContext, Task, TaskConfig
 from unified.tracking import Tracker, TrackerConfig
 
 
@@ -42,20 +42,15 @@ class JDEConfig(TaskConfig):
     # made a detect+jdc+jde step 1.2x (yolor-p6-paper) to 1.45x (demo) the FLOPs of detect alone.
     hidden: int = 64
     gain: float = 1.0
-    implicit_form: str = "vector"
+    implicit_form: ImplicitForm = "vector"
     match_iou: float = 0.5
-    tracker: dict[str, Any] = field(default_factory=dict)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
     track_conf: float = 0.4
 
     def __post_init__(self) -> None:
         check(self.embedding_dim >= 2, "task_options.jde.embedding_dim", "must be >= 2")
         check(self.hidden >= 0, "task_options.jde.hidden", "must be >= 0 (0: the level's width)")
         check(self.gain > 0, "task_options.jde.gain", "must be > 0")
-        check(
-            self.implicit_form in ("vector", "nn", "mf"),
-            "task_options.jde.implicit_form",
-            "must be vector, nn or mf",
-        )
         check(0 < self.match_iou < 1, "task_options.jde.match_iou", "must be in (0, 1)")
 
 
@@ -121,7 +116,7 @@ class EmbeddingHead(nn.Module, Fusable):
             self.outputs[level] = out
 
 
-class JDEEvaluator:
+class JDEEvaluator(Evaluator):
     """Detection AP50 and embedding TPR@FAR on identity-labelled frames, then MOTA/IDF1 by tracking."""
 
     def __init__(self, task: JDETask) -> None:
@@ -131,7 +126,7 @@ class JDEEvaluator:
         self.frames: dict[str, list[tuple[int, dict[str, np.ndarray]]]] = defaultdict(list)
 
     def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
-        mask = batch["label_mask"]["identities"]
+        mask = self.task.label_mask(batch)
         for i, meta in enumerate(batch["meta"]):
             if not bool(mask[i]):
                 continue
@@ -206,9 +201,8 @@ class JDETask(Task):
 
     def __init__(self, cfg: JDEConfig, info: Any, requirements: dict[str, Task]) -> None:
         super().__init__(cfg, info, requirements)
-        from unified.config import from_dict
-
-        self.tracker_config = from_dict(TrackerConfig, cfg.tracker, prefix="task_options.jde.tracker")
+        self.detect: DetectTask = requirements["detect"]  # type: ignore[assignment]
+        self.tracker_config = cfg.tracker
 
     def build_head(
         self, feature_shapes: Sequence[FeatureShape], bank: nn.Module, model_cfg: Any
@@ -229,17 +223,23 @@ class JDETask(Task):
         return self.head
 
     def loss(
-        self, outputs: dict[str, Any], batch: dict[str, Any], context: dict[str, Any]
+        self, outputs: dict[str, Any], batch: dict[str, Any], context: StepContext
     ) -> dict[str, torch.Tensor]:
         maps = outputs["jde"]["embeddings"]
-        assignment = self.requirements["detect"].assignment(outputs, batch, context).compact()
+        assignment = self.detect.step(outputs, batch, context).assignment.compact()
         has_ids = self.label_mask(batch)
+        box_identities = batch["identities"] if "identities" in batch else None
         vectors, identities = [], []
         for level, emb in zip(assignment.levels, maps):
-            keep = (level.identity >= 0) & has_ids[level.image]
+            if box_identities is None:
+                continue
+            identity = box_identities[level.target_index]
+            keep = (identity >= 0) & has_ids[level.image]
             image, gy, gx = level.image[keep], level.grid_y[keep], level.grid_x[keep]
             vectors.append(emb.permute(0, 2, 3, 1)[image, gy, gx])
-            identities.append(level.identity[keep])
+            identities.append(identity[keep])
+        if not vectors:
+            vectors, identities = [maps[0].new_zeros((0, maps[0].shape[1]))], [has_ids.new_zeros(0).long()]
         vectors_all = torch.cat(vectors).float()
         ids = torch.cat(identities).long()
         # Every map joins the graph, so a batch without identities gives an exact zero with a gradient path.
@@ -260,21 +260,16 @@ class JDETask(Task):
         meta: list[dict[str, Any]],
     ) -> list[dict[str, Any]]:
         maps = outputs["jde"]["embeddings"]
-        num_anchors = int(self.requirements["detect"].head.anchors.shape[1])
-        sizes = [num_anchors * m.shape[2] * m.shape[3] for m in maps]
-        starts = torch.tensor([0, *np.cumsum(sizes)[:-1].tolist()], device=maps[0].device)
+        grids = [(int(m.shape[2]), int(m.shape[3])) for m in maps]
         results = []
         for i, det in enumerate(predictions["detect"]):
-            index = det["index"]
-            level = torch.searchsorted(starts, index, right=True) - 1
-            vectors = torch.zeros(len(index), maps[0].shape[1], device=maps[0].device)
+            cells = self.detect.locate(det["index"], grids)
+            vectors = torch.zeros(len(det["index"]), maps[0].shape[1], device=maps[0].device)
             for lvl, emb in enumerate(maps):
-                pick = level == lvl
+                pick = cells.level == lvl
                 if not bool(pick.any()):
                     continue
-                cell = (index[pick] - starts[lvl]) % (emb.shape[2] * emb.shape[3])
-                gy, gx = cell // emb.shape[3], cell % emb.shape[3]
-                vectors[pick] = emb[i, :, gy, gx].t().float()
+                vectors[pick] = emb[i, :, cells.grid_y[pick], cells.grid_x[pick]].t().float()
             results.append({"embeddings": F.normalize(vectors, dim=1)})
         return results
 

@@ -67,13 +67,44 @@ def make_batch(info: DatasetInfo, batch: int = 4, size: int = 64, seed: int = 0,
         }
         for i in range(batch)
     ]
+    table = torch.tensor(rows, dtype=torch.float32).reshape(-1, 7)
+    plugin_kinds = plugin_kind_entries(info, table[:, :6], batch, size)
+    for name in plugin_kinds:
+        masks.setdefault(name, torch.ones(batch, dtype=torch.bool))
     return {
         "images": torch.rand(batch, 3, size, size, generator=g),
-        "targets": torch.tensor(rows, dtype=torch.float32),
+        "boxes": table[:, :6],
+        "identities": table[:, 6].long(),
         "image_labels": labels,
+        **plugin_kinds,
         "label_mask": masks,
         "meta": meta,
     }
+
+
+def plugin_kind_entries(info: DatasetInfo, boxes: torch.Tensor, batch: int, size: int) -> dict:
+    """Batch entries of every registered kind beyond the built-in three, from each kind's own example
+    values for these boxes, put through its ``to_sample`` and ``collate`` as the data pipeline does."""
+    import numpy as np
+
+    from unified.data.kinds import LABEL_KINDS, label_kind
+    from unified.data.kinds.boxes import Boxes
+
+    rng = np.random.default_rng(0)
+    entries = {}
+    for name in LABEL_KINDS.names():
+        if name in ("boxes", "identities", "image_labels"):
+            continue
+        kind = label_kind(name)
+        values = []
+        for i in range(batch):
+            rows = boxes[boxes[:, 0] == i].numpy().astype(np.float64)
+            centre, wh = rows[:, 2:4] * size, rows[:, 4:6] * size
+            labels = {"boxes": Boxes(np.concatenate([centre - wh / 2, centre + wh / 2], 1), rows[:, 1])}
+            value = kind.example(labels, (size, size), info, rng)
+            values.append(kind.to_sample(value, len(rows), (size, size), info))
+        entries[name] = kind.collate(values)
+    return entries
 
 
 @pytest.fixture(scope="session")

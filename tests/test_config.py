@@ -3,8 +3,9 @@ from typing import Literal
 
 import pytest
 
-from unified.config import ConfigError, dump_yaml, load_config, parse_override, yaml_key_lines
+from unified.config import ConfigError, dump_yaml, from_dict, load_config, parse_override, yaml_key_lines
 from unified.engine.experiment import ExperimentConfig, load_experiment
+from unified.implicit import ImplicitForm
 
 
 @dataclass
@@ -52,6 +53,39 @@ def test_wrong_type_and_literal(tmp_path):
         load_config(Outer, write(tmp_path, "inner: {mode: c}\n"))
     with pytest.raises(ConfigError, match="expected true or false"):
         load_config(ExperimentConfig, data={"exist_ok": "yes"})
+
+
+@dataclass
+class Choices:
+    form: ImplicitForm | None = None
+    level: Literal[1, 2] = 1
+
+
+@dataclass
+class Empty:
+    pass
+
+
+def test_literal_fields_accept_only_their_values_with_a_hint():
+    assert from_dict(Choices, {"form": "mf", "level": 2}) == Choices("mf", 2)
+    assert from_dict(Choices, {"form": None}).form is None  # optional Literal
+    with pytest.raises(
+        ConfigError,
+        match=r"key 'head.form': 'vectr' is not one of \['vector', 'nn', 'mf'\]\. "
+        r"Did you mean 'vector'\?",
+    ):
+        from_dict(Choices, {"form": "vectr"}, prefix="head")
+    # Equal is not enough: YAML `true` and `1.0` are not the integer 1.
+    for wrong in (True, 1.0, "1"):
+        with pytest.raises(ConfigError, match=r"key 'level': .* is not one of \[1, 2\]"):
+            from_dict(Choices, {"level": wrong})
+    with pytest.raises(ConfigError, match=r"Write 1 \(type int, not str\)"):
+        from_dict(Choices, {"level": "1"})
+
+
+def test_a_section_without_keys_says_so():
+    with pytest.raises(ConfigError, match=r"key 'opts.x': unknown key. This section takes no keys"):
+        from_dict(Empty, {"x": 1}, prefix="opts")
 
 
 def test_overrides_apply_and_are_checked(tmp_path):

@@ -34,7 +34,6 @@ from unified.config import ConfigError  # noqa: E402
 from unified.engine.checkpoint import CheckpointError  # noqa: E402
 from unified.engine.launch import increment_path  # noqa: E402
 from unified.interop.inference import (  # noqa: E402
-    MissingDependencyError,
     SourceError,
     VideoWriter,
     coco_results,
@@ -45,6 +44,7 @@ from unified.interop.inference import (  # noqa: E402
     yolo_lines,
 )
 from unified.model import load  # noqa: E402
+from unified.registry import RegistryError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,7 +67,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-save-img", dest="save_img", action="store_false", help="no annotated images")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="do not fold BN / implicit tensors")
-    p.add_argument("--plugins", nargs="*", default=[], help="import paths of modules registering tasks")
+    p.add_argument(
+        "--plugins",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="import paths of the task plugin modules the checkpoint needs (a checkpoint names them but never "
+        "has them imported on its own say-so)",
+    )
     args = p.parse_args(argv)
     if args.img < 32 or args.img % 32:
         p.error(f"--img must be a positive multiple of 32, got {args.img}")
@@ -97,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         out = increment_path(Path(args.out), args.exist_ok)
         out.mkdir(parents=True, exist_ok=True)
         count = run(model, args, out, device)
-    except (ConfigError, CheckpointError, SourceError, MissingDependencyError, OSError) as exc:
+    # ImportError: a missing optional dependency (MissingDependencyError) or a --plugins module that does
+    # not import; RegistryError: a task of the checkpoint that no imported module registers.
+    except (ConfigError, CheckpointError, SourceError, ImportError, RegistryError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{count} images -> {out}")

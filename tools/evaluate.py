@@ -1,9 +1,10 @@
 """Evaluate a trained model on its tasks, or tracker outputs alone (MOT metrics).
 
     python tools/evaluate.py --weights W --data DATASET.yaml [--tasks detect,jdc] [--img 256] [--json OUT]
+                             [--plugins mypkg.tasks]       (a checkpoint trained with plugin tasks)
     python tools/evaluate.py --mot-gt GT_ROOT --mot-results RESULTS_ROOT [--json OUT] [--sequences a,b]
 
-Model mode runs the checkpoint over a split of the dataset (``val`` by default), prints one row per task,
+Model mode runs the checkpoint over a split of the dataset (``val`` by default), prints every task's metrics,
 writes the metrics as JSON (``--json``, default ``OUT/metrics.json``) and draws the detection
 precision-recall curve and per-class AP as PNG in ``--out`` (default: the run folder of the weights).
 
@@ -42,6 +43,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="model mode: cpu or a GPU index")
     parser.add_argument("--workers", type=int, default=2, help="model mode: data loading workers")
     parser.add_argument("--out", type=Path, help="model mode: folder for plots and JSON")
+    parser.add_argument(
+        "--plugins",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="model mode: import paths of the task plugin modules the checkpoint needs (a checkpoint names "
+        "them but never has them imported on its own say-so)",
+    )
     args = parser.parse_args(argv)
     if args.weights is not None and args.data is None:
         parser.error("--weights needs --data DATASET.yaml")
@@ -49,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--mot-gt needs --mot-results")
     if args.weights is not None and (args.mot_results is not None or args.sequences is not None):
         parser.error("--mot-results and --sequences belong to MOT mode (--mot-gt)")
+    if args.mot_gt is not None and args.plugins:
+        parser.error("--plugins belongs to model mode (--weights)")
     return args
 
 
@@ -63,7 +74,7 @@ def run_model_mode(args: argparse.Namespace) -> dict:
 
     device = select_device(args.device)
     # Unfused: the metrics of the checkpoint itself, not of its folded copy.
-    model = load(args.weights, device=device).for_inference(fuse=False)
+    model = load(args.weights, device=device, plugins=args.plugins).for_inference(fuse=False)
     records, info = load_dataset_yaml(args.data, args.split)
     if info.class_names != model.info.class_names:
         raise ValueError(
@@ -102,10 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         from unified.config import ConfigError
         from unified.data.validate import DataError
         from unified.engine.checkpoint import CheckpointError
+        from unified.registry import RegistryError
 
+        # ImportError: a --plugins module that does not import; RegistryError: a task of the checkpoint
+        # that no imported module registers.
+        expected = (ConfigError, DataError, CheckpointError, ImportError, RegistryError, ValueError, OSError)
         try:
             payload = run_model_mode(args)
-        except (ConfigError, DataError, CheckpointError, ValueError, OSError) as exc:
+        except expected as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     else:

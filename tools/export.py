@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unified.config import ConfigError  # noqa: E402
 from unified.engine.checkpoint import CheckpointError  # noqa: E402
-from unified.interop.inference import MissingDependencyError  # noqa: E402
 from unified.interop.onnx_export import check_onnx, export_onnx, simplify_onnx  # noqa: E402
 from unified.model import load  # noqa: E402
+from unified.registry import RegistryError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,7 +43,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest error the check accepts (1e-4)")
     p.add_argument("--raw", action="store_true", help="also output the per-level detection logits")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="export without folding BN/implicit")
-    p.add_argument("--plugins", nargs="*", default=[], help="import paths of modules registering tasks")
+    p.add_argument(
+        "--plugins",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="import paths of the task plugin modules the checkpoint needs (a checkpoint names them but never "
+        "has them imported on its own say-so)",
+    )
     args = p.parse_args(argv)
     if len(args.img) not in (1, 2):
         p.error("--img takes one size or two (height width)")
@@ -70,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {report.summary()}")
             if not report.ok:
                 return 1
-    except (ConfigError, CheckpointError, MissingDependencyError, ValueError, OSError) as exc:
+    # ImportError: a missing optional dependency (MissingDependencyError) or a --plugins module that does
+    # not import; RegistryError: a task of the checkpoint that no imported module registers.
+    except (ConfigError, CheckpointError, ImportError, RegistryError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

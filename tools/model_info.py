@@ -13,7 +13,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unified.config import ConfigError  # noqa: E402
-from unified.models import Detector, model_info  # noqa: E402
+from unified.model import build_model  # noqa: E402
+from unified.models import model_info  # noqa: E402
 from unified.models.info import format_table  # noqa: E402
 
 
@@ -26,18 +27,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)
     try:
-        model = Detector(args.model, nc=args.nc).eval()
+        model = build_model(args.model, nc=args.nc, tasks=["detect"]).eval()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.fuse:
         model.fuse()
-    info = model_info(model, args.img, body=model.body, heads={"detect": model.head})
+    info = model_info(model, args.img, body=model.body, heads=dict(model.heads))
     if args.json:
         result = info.to_dict()
         result.update(
             model=args.model,
-            nc=model.cfg.nc,
+            nc=model.model_cfg.nc,
             fused=args.fuse,
             out_shapes=[{"channels": s.channels, "stride": s.stride} for s in model.body.out_shapes],
         )
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(info.layers))
     print()
     print(f"model            {args.model}{' (fused)' if args.fuse else ''}")
-    print(f"classes          {model.cfg.nc}")
+    print(f"classes          {model.model_cfg.nc}")
     print(f"parameters       {info.params:,}")
     print(f"implicit params  {info.implicit_params:,}")
     print(f"GFLOPs           {info.gflops:.4f} at {args.img}x{args.img}")

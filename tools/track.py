@@ -2,6 +2,7 @@
 
     python tools/track.py --detections det.txt --out result.txt [--tracker-config t.yaml] [key=value ...]
     python tools/track.py --weights W --source SEQ_DIR|video --out result.txt      (model mode)
+    python tools/track.py --weights W --source SEQ_DIR --out result.txt --plugins mypkg.tasks   (plugin tasks)
 
 Detection mode tracks a MOTChallenge detection file (``frame,-1,x,y,w,h,conf,...``; columns after the
 10th, if any, are per-detection embeddings) with the tracker alone and writes
@@ -33,8 +34,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="MOTChallenge result file to write")
     parser.add_argument("--img", type=int, default=640, help="model mode: inference image size")
     parser.add_argument("--tracker-config", type=Path, help="YAML with TrackerConfig fields")
+    parser.add_argument(
+        "--plugins",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="model mode: import paths of the task plugin modules the checkpoint needs (a checkpoint names "
+        "them but never has them imported on its own say-so); key=value settings go before --plugins",
+    )
     parser.add_argument("overrides", nargs="*", help="tracker settings as key=value (e.g. high_thresh=0.4)")
     args = parser.parse_args(argv)
+    if args.detections is not None and args.plugins:
+        parser.error("--plugins belongs to model mode (--weights); the tracker alone runs no task")
+    # --plugins takes every word after it, so settings written after it would be read as module paths.
+    misplaced = [p for p in args.plugins if "=" in p]
+    if misplaced:
+        parser.error(
+            f"{misplaced[0]!r} after --plugins is a setting, not a module: put key=value before --plugins"
+        )
     if args.weights is not None and args.source is None:
         parser.error("--weights needs --source (a sequence folder or a video)")
     if args.detections is not None and args.source is not None:
@@ -71,13 +88,16 @@ def track_with_model(args: argparse.Namespace, config: TrackerConfig) -> int:
     The work is ``unified.interop.inference.track_source``.
     """
     from unified.engine.checkpoint import CheckpointError
-    from unified.interop.inference import MissingDependencyError, SourceError, track_source
+    from unified.interop.inference import SourceError, track_source
     from unified.model import load
+    from unified.registry import RegistryError
 
     try:
-        model = load(args.weights).for_inference()
+        model = load(args.weights, plugins=args.plugins).for_inference()
         results = list(track_source(model, args.source, config, img_size=args.img))
-    except (CheckpointError, ConfigError, SourceError, MissingDependencyError, OSError) as exc:
+    # ImportError: a missing optional dependency (MissingDependencyError) or a --plugins module that does
+    # not import; RegistryError: a task of the checkpoint that no imported module registers.
+    except (CheckpointError, ConfigError, SourceError, ImportError, RegistryError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     write_mot_results(args.out, results)

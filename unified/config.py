@@ -243,9 +243,15 @@ def _convert(value: Any, tp: Any, key: str, source: str | None, lines: Mapping[s
         raise ConfigError(f"{_where(source, key, lines)}: {value!r} is not a valid {_type_name(tp)}")
     if origin is Literal:
         allowed = get_args(tp)
-        if value not in allowed:
+        # Same type as well as equal: ``True == 1`` and ``1.0 == 1`` must not pass for a Literal[1].
+        if not any(type(value) is type(a) and value == a for a in allowed):
+            same_text = [a for a in allowed if str(a) == str(value)]
             close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            if same_text:  # e.g. "1" for a Literal[1]: say which type is wanted, not "did you mean '1'"
+                wanted, given = type(same_text[0]).__name__, type(value).__name__
+                hint = f" Write {same_text[0]!r} (type {wanted}, not {given})."
+            else:
+                hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{_where(source, key, lines)}: {value!r} is not one of {list(allowed)}.{hint}")
         return value
     if dataclasses.is_dataclass(tp):
@@ -328,9 +334,8 @@ def from_dict(
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"{_where(source, dotted, lines)}: unknown key.{hint} Valid keys here: {', '.join(fields)}"
-            )
+            valid = f"Valid keys here: {', '.join(fields)}" if fields else "This section takes no keys."
+            raise ConfigError(f"{_where(source, dotted, lines)}: unknown key.{hint} {valid}")
         kwargs[key] = _convert(value, hints[key], dotted, source, lines)
     missing = [
         name

@@ -14,7 +14,7 @@ from unified.config import ConfigError, to_dict
 from unified.implicit import ImplicitBank
 from unified.models import Body, fuse_model, load_model_config
 from unified.registry import import_plugins
-from unified.task import TASKS, DatasetInfo, Task, resolve_tasks, task_config_from
+from unified.task import TASKS, DatasetInfo, StepContext, Task, resolve_tasks, task_config_from
 
 
 class UnifiedModel(nn.Module):
@@ -51,6 +51,23 @@ class UnifiedModel(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, Any]:
         features = self.body(images)
         return {name: head(features) for name, head in self.heads.items()}
+
+    def losses(self, batch: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
+        """Every task's named, unweighted loss terms for a batch (``docs/ARCHITECTURE.md``): one forward
+        pass of ``batch["images"]``, then each task takes its own labels out of the batch.
+
+        Raises:
+            RuntimeError: when a task returns no loss terms.
+        """
+        outputs = self(batch["images"])
+        context = StepContext()
+        terms: dict[str, dict[str, torch.Tensor]] = {}
+        for name, task in self.tasks.items():
+            task_terms = task.loss(outputs, batch, context)
+            if not task_terms:
+                raise RuntimeError(f"task {name!r} returned no loss terms")
+            terms[name] = {k: v.float() for k, v in task_terms.items()}
+        return terms
 
     def fuse(self) -> UnifiedModel:
         """Fold BatchNorm and implicit tensors into neighbouring convolutions where exact (inference only)."""

@@ -4,12 +4,19 @@ A registry maps a name to an object (a class or a factory). Registration is expl
 in the module that defines the object. A failed lookup lists what is registered, suggests the closest
 name and says which module registered each entry, so "X is not in the registry" never leaves a user
 guessing.
+
+Before the first lookup a registry imports its built-in modules, then the modules that installed packages
+declare under its entry-point group (``unified.tasks`` for tasks, in a package's
+``[options.entry_points]``); the modules a user lists under ``plugins:`` are imported by
+:func:`import_plugins`. Installed packages are trusted as any installed code is; a checkpoint only names
+entries, so it cannot make us import a module that the environment does not already declare.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -30,13 +37,18 @@ class Registry(Generic[T]):
         kind: What the registry holds, used in error messages ("task", "block", ...).
         default_modules: Modules imported lazily before the first lookup, so the built-in entries are
             present without an import-order dance in user code.
+        entry_point_group: Entry-point group whose modules are imported after ``default_modules``, so
+            an installed third-party package is found without listing it under ``plugins:``.
     """
 
-    def __init__(self, kind: str, default_modules: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, kind: str, default_modules: tuple[str, ...] = (), entry_point_group: str | None = None
+    ) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._origins: dict[str, str] = {}
         self._default_modules = default_modules
+        self.entry_point_group = entry_point_group
         self._defaults_loaded = False
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
@@ -60,10 +72,38 @@ class Registry(Generic[T]):
         self._origins[name] = origin
 
     def _load_defaults(self) -> None:
-        if not self._defaults_loaded:
-            self._defaults_loaded = True
+        if self._defaults_loaded:
+            return
+        # Set first: a plugin module that looks an entry up while it is imported must not recurse here.
+        self._defaults_loaded = True
+        try:
             for module in self._default_modules:
                 importlib.import_module(module)
+            if self.entry_point_group:
+                self._load_entry_points(self.entry_point_group)
+        except BaseException:
+            self._defaults_loaded = False  # so the next lookup reports the same failure, not a missing name
+            raise
+
+    def _load_entry_points(self, group: str) -> None:
+        """Import every module that an installed package declares under ``group``.
+
+        Built-in modules are imported first, so a package that reuses a built-in name is the one blamed.
+
+        Raises:
+            ImportError: naming the entry point and its package, whatever the plugin's import raised.
+        """
+        for entry in importlib.metadata.entry_points(group=group):
+            try:
+                entry.load()
+            except Exception as exc:  # third-party code may raise anything; say which package it is
+                dist = getattr(entry, "dist", None)
+                package = f"installed package {dist.name!r}" if dist is not None else "an installed package"
+                raise ImportError(
+                    f"cannot load {self.kind} plugin {entry.name!r} = {entry.value!r}, declared by {package} "
+                    f"under the entry-point group {group!r}: {type(exc).__name__}: {exc} "
+                    f"(fix or uninstall that package)"
+                ) from exc
 
     def get(self, name: str) -> T:
         """Return the object registered under ``name``.
@@ -82,10 +122,15 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         listing = ", ".join(f"{k} ({self._origins[k]})" for k in known) or "nothing"
+        installed = (
+            f"; an installed package declares its module under the entry-point group {self.entry_point_group!r}"
+            if self.entry_point_group
+            else ""
+        )
         return (
             f"unknown {self.kind} {name!r}.{hint} Registered {self.kind}s: {listing}. "
             f"A {self.kind} from your own module is enabled by importing that module first "
-            f"(for tasks: list its import path under `plugins:` in the experiment config)."
+            f"(for tasks: list its import path under `plugins:` in the experiment config){installed}."
         )
 
     def origin(self, name: str) -> str:
@@ -124,5 +169,5 @@ def import_plugins(paths: list[str] | tuple[str, ...]) -> None:
             importlib.import_module(path)
         except ImportError as exc:
             raise ImportError(
-                f"cannot import plugin module {path!r} (listed under `plugins:`): {exc}"
+                f"cannot import plugin module {path!r} (listed under `plugins:` or --plugins): {exc}"
             ) from exc

@@ -8,67 +8,58 @@ user's module works exactly like a built-in one.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
+from unified.data.kinds import LABEL_KINDS
 from unified.registry import Registry
+from unified.structures import DatasetInfo, FeatureShape
 
-#: Label kinds a dataset part can carry and a task can need.
-LABEL_KINDS = ("boxes", "image_labels", "identities")
-
-
-@dataclass(frozen=True)
-class FeatureShape:
-    """Channels and stride of one feature map that the body hands to the heads."""
-
-    channels: int
-    stride: int
+R = TypeVar("R")
 
 
-@dataclass
-class DatasetInfo:
-    """What the heads and evaluators need to know about the data.
-
-    Attributes:
-        class_names: Detection classes, index = class id.
-        image_label_names: Image-level labels: the detection classes first, then scene labels.
-        num_identities: Number of distinct identities in the training data (0 when none).
-        label_kinds: Label kinds present in at least one dataset part.
-    """
-
-    class_names: list[str]
-    image_label_names: list[str] = field(default_factory=list)
-    num_identities: int = 0
-    label_kinds: tuple[str, ...] = ("boxes",)
-
-    def __post_init__(self) -> None:
-        if not self.image_label_names:
-            self.image_label_names = list(self.class_names)
-
-    @property
-    def nc(self) -> int:
-        return len(self.class_names)
-
-
-class Evaluator(Protocol):
+class Evaluator(ABC):
     """Accumulates predictions over a split and computes metrics."""
 
-    def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None: ...
+    @abstractmethod
+    def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
+        """Add one batch: every task's post-processed ``predictions`` and the batch with its labels."""
 
-    def compute(self) -> dict[str, float]: ...
+    @abstractmethod
+    def compute(self) -> dict[str, float]:
+        """The metrics over everything added (fractions in [0, 1]; ``nan`` where undefined)."""
+
+    def save_plots(self, directory: Path) -> list[Path]:
+        """Draw the last :meth:`compute`'s curves into ``directory``; the files written (none by default)."""
+        return []
+
+
+class StepContext:
+    """Work that tasks share during one training step, each result computed once by the task that owns
+    it: a task that builds on another asks that task (e.g. ``DetectTask.step``), never this object."""
+
+    def __init__(self) -> None:
+        self._results: dict[str, Any] = {}
+
+    def once(self, owner: Task, compute: Callable[[], R]) -> R:
+        """``compute()`` the first time ``owner`` asks during this step; the same result after that."""
+        if owner.name not in self._results:
+            self._results[owner.name] = compute()
+        return self._results[owner.name]
 
 
 @dataclass
 class TaskConfig:
-    """Options every task has; task config classes subclass it."""
-
-    #: Shared implicit tensor names: maps this head's tensor name (e.g. ``ia.0``) to a bank name.
-    share_implicit: dict[str, str] = field(default_factory=dict)
+    """Options every task has (none yet); task config classes subclass it. Sharing implicit tensors
+    between heads is the experiment's ``implicit_share``."""
 
 
 class Task(ABC):
@@ -99,7 +90,7 @@ class Task(ABC):
 
     @abstractmethod
     def loss(
-        self, outputs: dict[str, Any], batch: dict[str, Any], context: dict[str, Any]
+        self, outputs: dict[str, Any], batch: dict[str, Any], context: StepContext
     ) -> dict[str, torch.Tensor]:
         """Named, unweighted loss terms (scalars) for the images that carry this task's labels.
 
@@ -108,7 +99,8 @@ class Task(ABC):
         the trainer multiplies by the world size to undo DDP's gradient averaging, which makes N ranks
         with batch b train like one process with batch N·b.
 
-        ``outputs`` holds every task's head output; ``context`` is shared by all tasks for one step.
+        ``outputs`` holds every task's head output; ``batch`` holds the images and one entry per kind of
+        label (see ``docs/ARCHITECTURE.md``); ``context`` is shared by all tasks for one step.
         A batch with no labels for this task must still return terms connected to the head's
         parameters (multiplied by zero), so that distributed gradient reduction never waits forever.
         """
@@ -131,15 +123,57 @@ class Task(ABC):
         return float(next(iter(metrics.values()), 0.0))
 
     def label_mask(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Images of the batch that carry every label kind this task needs."""
+        """Images of the batch that carry every label kind this task needs (none, for a kind the batch
+        does not hold at all)."""
         masks = batch["label_mask"]
-        mask = torch.ones(batch["images"].shape[0], dtype=torch.bool, device=batch["images"].device)
+        images = batch["images"]
+        mask = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
         for kind in self.label_kinds:
-            mask &= masks[kind].to(mask.device)
+            mask &= masks[kind].to(mask.device) if kind in masks else torch.zeros_like(mask)
         return mask
 
 
-TASKS: Registry[type[Task]] = Registry("task", default_modules=("tasks.detect", "tasks.jdc", "tasks.jde"))
+#: The methods of the contract, checked against every registered task's signatures at build time.
+_CONTRACT = ("build_head", "loss", "postprocess", "make_evaluator", "fitness")
+
+
+def _parameters(function: Callable[..., Any]) -> list[str]:
+    return [
+        p.name
+        for p in inspect.signature(function).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+
+
+def check_task_contract(task_cls: type[Task]) -> None:
+    """Raise ``TypeError`` naming the task and what is wrong when a task class breaks the contract:
+    methods left abstract, a method whose required arguments differ from the contract's, a config class
+    that is not a ``TaskConfig`` dataclass, or a label kind nobody registered."""
+    name = getattr(task_cls, "name", task_cls.__qualname__)
+    problems = []
+    if inspect.isabstract(task_cls):
+        problems.append(f"does not implement {sorted(task_cls.__abstractmethods__)}")
+    for method in _CONTRACT:
+        expected, actual = _parameters(getattr(Task, method)), _parameters(getattr(task_cls, method))
+        if actual != expected:
+            problems.append(
+                f"{method}({', '.join(actual)}) where the contract is {method}({', '.join(expected)})"
+            )
+    config = task_cls.config_class
+    if not (dataclasses.is_dataclass(config) and issubclass(config, TaskConfig)):
+        problems.append(f"config_class {config.__qualname__} is not a dataclass subclassing TaskConfig")
+    unknown = [k for k in task_cls.label_kinds if k not in LABEL_KINDS]
+    if unknown:
+        problems.append(f"label kinds {unknown} are not registered (registered: {LABEL_KINDS.names()})")
+    if problems:
+        raise TypeError(
+            f"task {name!r} ({task_cls.__module__}) breaks the task contract: {'; '.join(problems)}"
+        )
+
+
+TASKS: Registry[type[Task]] = Registry(
+    "task", default_modules=("tasks.detect", "tasks.jdc", "tasks.jde"), entry_point_group="unified.tasks"
+)
 
 
 def resolve_tasks(names: Sequence[str]) -> list[str]:
@@ -156,6 +190,7 @@ def resolve_tasks(names: Sequence[str]) -> list[str]:
         if name in chain:
             raise ValueError(f"task requirements form a cycle: {' -> '.join((*chain, name))}")
         task_cls = TASKS.get(name)
+        check_task_contract(task_cls)
         for required in task_cls.requires:
             visit(required, (*chain, name))
         ordered.append(name)
@@ -175,13 +210,14 @@ def task_config_from(
 
 
 __all__ = [
-    "LABEL_KINDS",
     "DatasetInfo",
     "Evaluator",
     "FeatureShape",
+    "StepContext",
     "TASKS",
     "Task",
     "TaskConfig",
+    "check_task_contract",
     "resolve_tasks",
     "task_config_from",
 ]

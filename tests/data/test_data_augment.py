@@ -13,6 +13,7 @@ from PIL import Image
 from tests.data.helpers import coloured_rectangles
 from unified.data import AugmentConfig, ImageRecord, MultiTaskDataset
 from unified.data import augment as aug
+from unified.data.kinds.boxes import Boxes
 from unified.task import DatasetInfo
 
 # Saturated colours far apart, so that bilinear blends at edges never pass for another colour.
@@ -32,6 +33,7 @@ PALETTE = [
 ]
 INFO = DatasetInfo(class_names=["a", "b", "c"], image_label_names=["a", "b", "c", "night", "striped"])
 NO_COLOUR = {"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0}
+SHIFT16 = np.array([[0.0, 0.0, 16.0], [0.0, 0.0, 16.0], [0.0, 0.0, 0.0]])
 
 
 def rect_records(tmp_path: Path, size: int = 96, count: int = 4) -> list[ImageRecord]:
@@ -58,11 +60,13 @@ def rect_records(tmp_path: Path, size: int = 96, count: int = 4) -> list[ImageRe
                 path=str(path),
                 width=size,
                 height=size,
-                boxes=np.array(rects, np.float32),
-                classes=[j % 3 for j in ids],
-                identities=ids,
-                image_labels=sorted({j % 3 for j in ids}) + ([3] if i == 0 else []),
-                label_kinds=frozenset({"boxes", "identities", "image_labels"}),
+                labels={
+                    "boxes": Boxes(np.array(rects, np.float32), [j % 3 for j in ids]),
+                    "identities": np.array(ids, dtype=np.int64),
+                    "image_labels": np.array(
+                        sorted({j % 3 for j in ids}) + ([3] if i == 0 else []), np.int64
+                    ),
+                },
                 image_id=i,
             )
         )
@@ -78,9 +82,10 @@ def boxes_from_pixels(image: np.ndarray, colour: tuple[int, int, int], tol: int 
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=float)
 
 
-def targets_to_xyxy(targets: torch.Tensor, size: int) -> np.ndarray:
-    t = targets.numpy().astype(float)
-    cx, cy, w, h = t[:, 2] * size, t[:, 3] * size, t[:, 4] * size, t[:, 5] * size
+def targets_to_xyxy(rows: torch.Tensor, size: int) -> np.ndarray:
+    """A sample's ``boxes`` rows ``[class, cx, cy, w, h]`` as xyxy pixels."""
+    t = rows.numpy().astype(float)
+    cx, cy, w, h = t[:, 1] * size, t[:, 2] * size, t[:, 3] * size, t[:, 4] * size
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
 
 
@@ -103,8 +108,8 @@ def test_boxes_match_the_pixels_after_augmentation(tmp_path, geometry):
     for item in range(24):
         sample = dataset[item % 4]
         image = sample["image"].permute(1, 2, 0).numpy()
-        boxes = targets_to_xyxy(sample["targets"], size)
-        for box, identity in zip(boxes, sample["targets"][:, 6].long().tolist()):
+        boxes = targets_to_xyxy(sample["labels"]["boxes"], size)
+        for box, identity in zip(boxes, sample["labels"]["identities"].tolist()):
             if min(box[2] - box[0], box[3] - box[1]) < 6:
                 continue  # a sliver cut by the border: its rotated tip is thinner than a pixel
             seen = boxes_from_pixels(image, PALETTE[identity])
@@ -116,52 +121,47 @@ def test_boxes_match_the_pixels_after_augmentation(tmp_path, geometry):
 
 def test_mosaic_keeps_identities_classes_and_image_labels_consistent(tmp_path):
     records = rect_records(tmp_path, count=8)
-    class_of = {int(i): int(c) for r in records for i, c in zip(r.identities, r.classes)}
+    class_of = {
+        int(i): int(c) for r in records for i, c in zip(r.labels["identities"], r.labels["boxes"].classes)
+    }
     hyp = AugmentConfig(translate=0.3, scale=0.5, degrees=5.0, mosaic=1.0, mixup=0.3)
     dataset = MultiTaskDataset(records, 96, augment=True, hyp=hyp, info=INFO)
     torch.manual_seed(1)
     for item in range(40):
         sample = dataset[item % 8]
-        targets = sample["targets"]
-        classes = targets[:, 1].long().tolist()
-        identities = targets[:, 6].long().tolist()
+        targets = sample["labels"]["boxes"]
+        classes = targets[:, 0].long().tolist()
+        identities = sample["labels"]["identities"].tolist()
         assert all(class_of[i] == c for i, c in zip(identities, classes))
-        labels = set(torch.nonzero(sample["image_labels"]).flatten().tolist())
+        labels = set(torch.nonzero(sample["labels"]["image_labels"]).flatten().tolist())
         # mosaic (+ mixup) of 8 distinct images: an identity appears at most once
         assert len(set(identities)) == len(identities)
         # class labels are exactly the classes of the boxes that survived; scene labels come from image 0
         assert {lab for lab in labels if lab < 3} == set(classes)
         assert labels - {0, 1, 2} <= {3}
-        assert ((targets[:, 2:6] >= 0) & (targets[:, 2:6] <= 1)).all()
+        assert ((targets[:, 1:5] >= 0) & (targets[:, 1:5] <= 1)).all()
 
 
 def test_mosaic_partners_share_label_kinds(tmp_path):
     records = rect_records(tmp_path)
     for record in records[2:]:  # two images without identities nor image labels
-        record.identities = np.full(3, -1)
-        record.image_labels = np.zeros(0, np.int64)
-        record.label_kinds = frozenset({"boxes"})
+        del record.labels["identities"], record.labels["image_labels"]
     dataset = MultiTaskDataset(records, 96, augment=True, hyp=AugmentConfig(mosaic=1.0), info=INFO)
     torch.manual_seed(2)
     for item in range(24):
         sample = dataset[item % 4]
-        ids = sample["targets"][:, 6]
+        ids = sample["labels"]["identities"]
         if item % 4 < 2:
             assert (ids >= 0).all() and sample["label_mask"]["identities"]
         else:
             assert (ids == -1).all() and not sample["label_mask"]["identities"]
-            assert sample["image_labels"].sum() == 0 and not sample["label_mask"]["image_labels"]
+            assert sample["labels"]["image_labels"].sum() == 0 and not sample["label_mask"]["image_labels"]
 
 
 def _piece(x1: int, y1: int, cls: int, labels: list[int], size: int = 32) -> aug.Piece:
     image = coloured_rectangles(size, [(x1, y1, x1 + 10, y1 + 10)], [(255, 0, 0)])
-    return aug.Piece(
-        image,
-        np.array([[x1, y1, x1 + 10, y1 + 10]], float),
-        np.array([cls]),
-        np.array([-1]),
-        np.array(labels),
-    )
+    box = Boxes(np.array([[x1, y1, x1 + 10, y1 + 10]], float), [cls])
+    return aug.Piece(image, {"boxes": box, "image_labels": np.array(labels, np.int64)})
 
 
 def test_labels_of_sources_that_leave_the_output_are_dropped():
@@ -173,30 +173,32 @@ def test_labels_of_sources_that_leave_the_output_are_dropped():
     canvas = np.zeros((64, 64, 3), np.uint8)
     canvas[:32, :32] = hidden.image
     canvas[16:48, 16:48] = shown.image
-    boxes = np.concatenate([hidden.boxes, shown.boxes + 16])
+    placed = [
+        hidden,
+        aug.Piece(shown.image, aug.transform_labels(shown.labels, np.diag([1.0, 1.0, 1.0]) + SHIFT16)),
+    ]
     cfg = AugmentConfig(translate=0.0, scale=0.0)
     rng = np.random.default_rng(0)
     regions = np.array([[0, 0, 16, 16], [16, 16, 48, 48]], float)  # what each source shows on the canvas
-    out = aug.warp_pieces(canvas, [hidden, shown], boxes, np.array([0, 1]), regions, cfg, rng, 32, nc=3)
-    np.testing.assert_allclose(out.boxes, [[10, 10, 20, 20]])
-    assert out.labels == {1, 4}  # hidden's region falls outside: neither its class nor its scene label
+    out = aug.warp_pieces(canvas, placed, regions, cfg, rng, 32, INFO)
+    np.testing.assert_allclose(out.labels["boxes"].xyxy, [[10, 10, 20, 20]])
+    # hidden's region falls outside: neither its class nor its scene label
+    assert out.labels["image_labels"].tolist() == [1, 4]
     regions[0] = [0, 0, 28, 28]  # now it covers 12x12 of the 32x32 output (> 10 %): its scene label holds
-    out = aug.warp_pieces(canvas, [hidden, shown], boxes, np.array([0, 1]), regions, cfg, rng, 32, nc=3)
-    assert out.labels == {1, 3, 4}  # its box is still cut, so its class label is not
+    out = aug.warp_pieces(canvas, placed, regions, cfg, rng, 32, INFO)
+    assert out.labels["image_labels"].tolist() == [1, 3, 4]  # its box is still cut, so its class label is not
 
 
 def test_validation_letterbox_maps_back_to_the_original(tmp_path):
     path = tmp_path / "wide.png"
     Image.new("RGB", (100, 50), (9, 9, 9)).save(path)
     box = [10.0, 20.0, 60.0, 45.0]
-    record = ImageRecord(
-        str(path), 100, 50, boxes=[box], classes=[2], label_kinds=frozenset({"boxes"}), image_id=7
-    )
+    record = ImageRecord(str(path), 100, 50, {"boxes": Boxes(np.array([box], np.float32), [2])}, image_id=7)
     sample = MultiTaskDataset([record], 64, augment=False, info=INFO)[0]
     meta = sample["meta"]
     assert sample["image"].shape == (3, 64, 64) and sample["image"].dtype == torch.uint8
     assert meta["orig_shape"] == (50, 100) and meta["pad"] == (0, 16) and meta["ratio"] == pytest.approx(0.64)
-    xyxy = targets_to_xyxy(sample["targets"], 64)[0]
+    xyxy = targets_to_xyxy(sample["labels"]["boxes"], 64)[0]
     back = (xyxy - np.array(meta["pad"] * 2)) / meta["ratio"]
     np.testing.assert_allclose(back, box, atol=0.5)
     assert (sample["image"][:, :16] == aug.PAD_VALUE).all()

@@ -13,7 +13,6 @@ from torch.utils.data import SequentialSampler
 from unified.data import AugmentConfig, MultiTaskDataset, build_dataloader, collate, load_dataset_yaml
 from unified.data.dataset import iterate_loader, seed_worker
 from unified.data.synthetic import make_synthetic
-from unified.task import LABEL_KINDS
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +24,19 @@ def world(tmp_path_factory):
 
 
 def check_batch(batch: dict, size: int, num_labels: int, count: int) -> None:
-    assert set(batch) == {"images", "targets", "image_labels", "label_mask", "meta"}
-    images, targets = batch["images"], batch["targets"]
+    kinds = {"boxes", "identities", "image_labels"}
+    assert set(batch) == {"images", "label_mask", "meta"} | kinds
+    images, targets = batch["images"], batch["boxes"]
     assert images.shape == (count, 3, size, size) and images.dtype == torch.float32
     assert 0.0 <= images.min() and images.max() <= 1.0
-    assert targets.dtype == torch.float32 and targets.ndim == 2 and targets.shape[1] == 7
+    assert targets.dtype == torch.float32 and targets.ndim == 2 and targets.shape[1] == 6
     assert set(targets[:, 0].long().tolist()) <= set(range(count))
     assert (targets[:, 0].diff() >= 0).all()  # rows grouped by image
     assert ((targets[:, 2:6] >= 0) & (targets[:, 2:6] <= 1)).all() and (targets[:, 4:6] > 0).all()
-    assert (targets[:, 6] >= -1).all() and (targets[:, 6] == targets[:, 6].round()).all()
+    ids = batch["identities"]
+    assert ids.dtype == torch.long and ids.shape == (len(targets),) and (ids >= -1).all()
     assert batch["image_labels"].shape == (count, num_labels) and batch["image_labels"].dtype == torch.float32
-    assert set(batch["label_mask"]) == set(LABEL_KINDS)
+    assert set(batch["label_mask"]) == kinds
     for mask in batch["label_mask"].values():
         assert mask.dtype == torch.bool and mask.shape == (count,)
     assert len(batch["meta"]) == count
@@ -56,14 +57,17 @@ def test_validation_batches_follow_the_contract(world):
     assert masks["boxes"].all()
     # the targets are the records' boxes, normalised (64 px images: no letterbox)
     first = records[0]
-    rows = batch["targets"][batch["targets"][:, 0] == 0]
-    assert rows[:, 1].long().tolist() == first.classes.tolist()
-    torch.testing.assert_close(rows[:, 2] * 64, torch.from_numpy((first.boxes[:, 0] + first.boxes[:, 2]) / 2))
+    rows = batch["boxes"][batch["boxes"][:, 0] == 0]
+    assert rows[:, 1].long().tolist() == first.labels["boxes"].classes.tolist()
+    torch.testing.assert_close(
+        rows[:, 2] * 64,
+        torch.from_numpy((first.labels["boxes"].xyxy[:, 0] + first.labels["boxes"].xyxy[:, 2]) / 2),
+    )
     # image labels: the record's, multi-hot; frames have none
-    assert torch.nonzero(batch["image_labels"][0]).flatten().tolist() == first.image_labels.tolist()
+    assert torch.nonzero(batch["image_labels"][0]).flatten().tolist() == first.labels["image_labels"].tolist()
     video = batch["meta"][-1]
     assert video["sequence"] == "synth-val-01" and video["frame"] == 4
-    assert (batch["targets"][batch["targets"][:, 0] == len(records) - 1][:, 6] >= 0).all()
+    assert (batch["identities"][batch["boxes"][:, 0] == len(records) - 1] >= 0).all()
 
 
 def test_training_batches_follow_the_contract(world):
@@ -80,8 +84,8 @@ def test_training_batches_follow_the_contract(world):
     batch = collate([dataset[i] for i in range(len(dataset))])
     check_batch(batch, 64, len(info.image_label_names), len(records))
     frames = batch["label_mask"]["identities"]
-    ids = batch["targets"][:, 6]
-    in_frames = frames[batch["targets"][:, 0].long()]
+    ids = batch["identities"]
+    in_frames = frames[batch["boxes"][:, 0].long()]
     assert (ids[in_frames] >= 0).all() and (ids[~in_frames] == -1).all()
     assert batch["image_labels"][frames].sum() == 0
 
@@ -89,13 +93,17 @@ def test_training_batches_follow_the_contract(world):
 def test_collate_of_images_without_boxes():
     sample = {
         "image": torch.zeros(3, 8, 8, dtype=torch.uint8),
-        "targets": torch.zeros(0, 7),
-        "image_labels": torch.zeros(4),
+        "labels": {
+            "boxes": torch.zeros(0, 5),
+            "identities": torch.zeros(0, dtype=torch.long),
+            "image_labels": torch.zeros(4),
+        },
         "label_mask": {"boxes": True, "image_labels": False, "identities": False},
         "meta": {"image_id": 0, "path": "x", "orig_shape": (8, 8), "ratio": 1.0, "pad": (0, 0)},
     }
     batch = collate([sample, sample])
-    assert batch["targets"].shape == (0, 7) and batch["images"].shape == (2, 3, 8, 8)
+    assert batch["boxes"].shape == (0, 6) and batch["identities"].shape == (0,)
+    assert batch["image_labels"].shape == (2, 4) and batch["images"].shape == (2, 3, 8, 8)
     with pytest.raises(ValueError):
         collate([])
 
@@ -109,7 +117,7 @@ def test_loader_workers_are_seeded(world):
         return next(iter(loader))
 
     a, b, c = first_batch(3), first_batch(3), first_batch(4)
-    assert torch.equal(a["images"], b["images"]) and torch.equal(a["targets"], b["targets"])
+    assert torch.equal(a["images"], b["images"]) and torch.equal(a["boxes"], b["boxes"])
     assert not torch.equal(a["images"], c["images"])
 
 

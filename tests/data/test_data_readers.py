@@ -66,11 +66,11 @@ def test_coco_reads_boxes_classes_identities_and_labels(tmp_path):
     records, log = read(path)
     assert len(log) == 0
     a, b = records
-    np.testing.assert_allclose(a.boxes, [[10, 5, 30, 15], [0, 0, 64, 48]])
-    assert a.classes.tolist() == [1, 0]
-    assert a.identities.tolist() == [0, 1]
-    assert b.identities.tolist() == [0] and b.classes.tolist() == [2]
-    assert a.image_labels.tolist() == [0, 3] and b.image_labels.tolist() == []
+    np.testing.assert_allclose(a.labels["boxes"].xyxy, [[10, 5, 30, 15], [0, 0, 64, 48]])
+    assert a.labels["boxes"].classes.tolist() == [1, 0]
+    assert a.labels["identities"].tolist() == [0, 1]
+    assert b.labels["identities"].tolist() == [0] and b.labels["boxes"].classes.tolist() == [2]
+    assert a.labels["image_labels"].tolist() == [0, 3] and b.labels["image_labels"].tolist() == []
     assert (a.width, a.height, a.source_id) == (64, 48, 1)
 
 
@@ -78,20 +78,20 @@ def test_coco_matches_categories_by_name(tmp_path):
     cats = [{"id": 10, "name": "triangle"}, {"id": 20, "name": "ellipse"}]
     path = coco_world(tmp_path, [ann(1, cat=10), ann(2, cat=20)], categories=cats)
     records, _ = read(path)
-    assert records[0].classes.tolist() == [2, 0]
+    assert records[0].labels["boxes"].classes.tolist() == [2, 0]
 
 
 def test_coco_track_id_ignored_without_identities_kind(tmp_path):
     path = coco_world(tmp_path, [ann(1, track_id=5)])
     records, _ = read(path, kinds=("boxes", "image_labels"))
-    assert records[0].identities.tolist() == [-1]
+    assert "identities" not in records[0].labels  # the part does not declare them
 
 
 def test_coco_small_overshoot_is_clipped(tmp_path):
     path = coco_world(tmp_path, [ann(1, bbox=(-0.8, 40, 20, 8.9))])
     records, log = read(path)
     assert len(log) == 0
-    np.testing.assert_allclose(records[0].boxes, [[0, 40, 19.2, 48]], atol=1e-5)
+    np.testing.assert_allclose(records[0].labels["boxes"].xyxy, [[0, 40, 19.2, 48]], atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,7 @@ def test_coco_broken_annotation_is_reported_with_file_and_id(tmp_path, bad, kind
     # skipped and counted instead
     records, log = read(path, skip=True)
     assert log.counts() == {kind: 1}
-    assert len(records[0].boxes) == 1
+    assert len(records[0].labels["boxes"].xyxy) == 1
 
 
 def test_coco_unknown_category_name(tmp_path):
@@ -135,7 +135,7 @@ def test_coco_unknown_category_name(tmp_path):
 def test_coco_duplicate_track_in_one_image(tmp_path):
     path = coco_world(tmp_path, [ann(1, track_id=4), ann(2, track_id=4)])
     records, log = read(path, skip=True)
-    assert log.counts() == {"invalid_identity": 1} and len(records[0].boxes) == 1
+    assert log.counts() == {"invalid_identity": 1} and len(records[0].labels["boxes"].xyxy) == 1
 
 
 def test_coco_image_labels_unknown_malformed_and_derived(tmp_path):
@@ -147,10 +147,10 @@ def test_coco_image_labels_unknown_malformed_and_derived(tmp_path):
     path = coco_world(tmp_path, [ann(1, image_id=3, cat=2), ann(2, image_id=3, cat=2)], images=images)
     records, log = read(path, skip=True)
     assert log.counts() == {"unknown_label": 1, "missing_labels": 1}
-    assert records[0].image_labels.tolist() == [0]
+    assert records[0].labels["image_labels"].tolist() == [0]
     assert "image_labels" not in records[1].label_kinds  # unknown, not "no labels"
     # Without a 'labels' entry an image's labels are the classes of its boxes.
-    assert "image_labels" in records[2].label_kinds and records[2].image_labels.tolist() == [1]
+    assert "image_labels" in records[2].label_kinds and records[2].labels["image_labels"].tolist() == [1]
 
 
 @pytest.mark.parametrize(
@@ -234,9 +234,9 @@ def test_yolo_reads_normalised_boxes_and_background_images(tmp_path):
     log = ProblemLog()
     records = read_yolo([root], NAMES, ["boxes"], log)
     assert len(log) == 0 and len(records) == 2
-    np.testing.assert_allclose(records[0].boxes, [[40, 15, 60, 35], [0, 0, 20, 10]], atol=1e-4)
-    assert records[0].classes.tolist() == [1, 2] and records[0].identities.tolist() == [-1, -1]
-    assert len(records[1].boxes) == 0 and records[1].label_kinds == {"boxes"}
+    np.testing.assert_allclose(records[0].labels["boxes"].xyxy, [[40, 15, 60, 35], [0, 0, 20, 10]], atol=1e-4)
+    assert records[0].labels["boxes"].classes.tolist() == [1, 2] and "identities" not in records[0].labels
+    assert len(records[1].labels["boxes"].xyxy) == 0 and records[1].label_kinds == {"boxes"}
 
 
 @pytest.mark.parametrize(
@@ -259,7 +259,7 @@ def test_yolo_broken_rows_name_file_and_line(tmp_path, row, kind):
     records = read_yolo([root], NAMES, ["boxes"], log)
     assert log.counts() == {kind: 1}
     assert log.problems[0].where == f"{tmp_path / 'labels' / 'train' / 'a.txt'}:2"
-    assert len(records[0].boxes) == 1
+    assert len(records[0].labels["boxes"].xyxy) == 1
 
 
 def test_official_yolo_data_yaml_is_accepted(tmp_path):
@@ -296,7 +296,7 @@ def test_jde_reads_identities_and_rejects_bad_ones(tmp_path):
     )
     log = ProblemLog(True)
     records = read_jde([root], NAMES, ["boxes", "identities"], log)
-    assert records[0].identities.tolist() == [0, -1]
+    assert records[0].labels["identities"].tolist() == [0, -1]
     assert log.counts() == {"invalid_identity": 3}
     assert {p.where.rsplit(":", 1)[1] for p in log.problems} == {"3", "4", "5"}
 
@@ -321,11 +321,11 @@ def test_mot_groups_rows_by_frame_and_offsets_identities(tmp_path):
         ("seq-b", f) for f in (1, 2, 3)
     ]
     a1, a2, a3, b1, b2, _ = records
-    assert a1.identities.tolist() == [0, 1] and a1.classes.tolist() == [0, 1]
-    assert a2.identities.tolist() == [0] and a3.identities.tolist() == [1]
-    np.testing.assert_allclose(a3.boxes, [[0, 5, 5, 25]])  # amodal box clipped at the border
-    assert b1.identities.tolist() == [2] and b1.classes.tolist() == [2]
-    assert len(b2.boxes) == 0  # conf 0: not considered
+    assert a1.labels["identities"].tolist() == [0, 1] and a1.labels["boxes"].classes.tolist() == [0, 1]
+    assert a2.labels["identities"].tolist() == [0] and a3.labels["identities"].tolist() == [1]
+    np.testing.assert_allclose(a3.labels["boxes"].xyxy, [[0, 5, 5, 25]])  # amodal box clipped at the border
+    assert b1.labels["identities"].tolist() == [2] and b1.labels["boxes"].classes.tolist() == [2]
+    assert len(b2.labels["boxes"].xyxy) == 0  # conf 0: not considered
 
 
 @pytest.mark.parametrize(
@@ -350,7 +350,7 @@ def test_mot_broken_rows_name_file_and_line(tmp_path, row, kind):
     records = read_mot(seq, NAMES, ["boxes", "identities"], log)
     assert log.counts() == {kind: 1}
     assert log.problems[0].where == f"{seq / 'gt' / 'gt.txt'}:2"
-    assert sum(len(r.boxes) for r in records) == 1
+    assert sum(len(r.labels["boxes"].xyxy) for r in records) == 1
 
 
 def test_mot_missing_frame_image_and_bad_seqinfo(tmp_path):
@@ -403,9 +403,9 @@ def test_dataset_yaml_combines_parts_with_global_identities(tmp_path):
     assert [r.image_id for r in records] == list(range(len(records)))
     assert [r.part for r in records] == ["stills"] * 2 + ["videos"] * 6 + ["people"]
     assert info.image_label_names == NAMES + SCENES
-    assert info.label_kinds == ("boxes", "image_labels", "identities")
+    assert info.label_kinds == ("boxes", "identities", "image_labels")
     # raw id 3 in s1, in s2 and in the JDE part are three different identities
-    ids = sorted({int(i) for r in records for i in r.identities if i >= 0})
+    ids = sorted({int(i) for r in records for i in r.labels.get("identities", []) if i >= 0})
     assert ids == [0, 1, 2] and info.num_identities == 3
     assert records[0].label_kinds == {"boxes", "image_labels"}
     assert records[2].label_kinds == {"boxes", "identities"}

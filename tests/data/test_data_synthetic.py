@@ -73,6 +73,36 @@ def test_interrupted_generation_never_looks_complete(tmp_path, monkeypatch):
     assert synthetic.is_complete(out, synthetic.SyntheticConfig(seed=1, **TINY))
 
 
+def test_a_moved_world_is_still_complete(tmp_path):
+    """``out`` says where a world goes, not what it is: the manifest holds the generator parameters only."""
+    make_synthetic(tmp_path / "a", seed=1, **TINY)
+    (tmp_path / "a").rename(tmp_path / "b")
+    assert synthetic.is_complete(tmp_path / "b", synthetic.SyntheticConfig(out="elsewhere", seed=1, **TINY))
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert "out" not in manifest["params"]
+
+
+def test_the_experiment_section_is_this_config_and_its_checks_name_keys():
+    from unified.config import ConfigError
+    from unified.engine import experiment
+
+    assert experiment.SyntheticConfig is synthetic.SyntheticConfig
+    cfg = experiment.load_experiment(None, ["synthetic.out=w", "synthetic.images=3"])
+    assert cfg.synthetic == synthetic.SyntheticConfig(out="w", images=3)
+    for override, problem in [
+        ("synthetic.size=32", "key 'synthetic.size': must be at least 64 pixels"),
+        ("synthetic.val_images=-1", "key 'synthetic.val_images': must be >= 0"),
+        ("synthetic.frames=0", "key 'synthetic.frames': must be >= 1 when sequences are requested"),
+        ("synthetic.out=''", "key 'synthetic.out': must name a folder"),
+        ("synthetic.imgs=3", "key 'synthetic.imgs': unknown key. Did you mean 'images'?"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            experiment.load_experiment(None, [override])
+        assert problem in str(info.value), str(info.value)
+    with pytest.raises(ConfigError, match="key 'size': must be at least 64"):
+        make_synthetic("unused", size=32)
+
+
 def test_refuses_a_folder_that_is_not_a_world(tmp_path):
     (tmp_path / "mine.txt").write_text("precious")
     with pytest.raises(FileExistsError, match="not a synthetic world"):
@@ -85,23 +115,26 @@ def test_world_loads_cleanly_with_every_label_kind(tmp_path):
     records, info = load_dataset_yaml(path, "train")
     assert info.class_names == list(CLASS_NAMES)
     assert info.image_label_names == list(CLASS_NAMES) + list(SCENE_LABELS)
-    assert info.label_kinds == ("boxes", "image_labels", "identities") and info.num_identities >= 3
+    assert info.label_kinds == ("boxes", "identities", "image_labels") and info.num_identities >= 3
     stills = [r for r in records if r.part == "shapes"]
     frames = [r for r in records if r.part == "tracks"]
     assert len(stills) == 12 and len(frames) == 8
     for r in stills:
-        classes = set(r.classes.tolist())
-        assert classes and {int(i) for i in r.image_labels if i < len(CLASS_NAMES)} == classes
-        sides = np.minimum(r.boxes[:, 2] - r.boxes[:, 0], r.boxes[:, 3] - r.boxes[:, 1])
+        classes = set(r.labels["boxes"].classes.tolist())
+        assert classes and {int(i) for i in r.labels["image_labels"] if i < len(CLASS_NAMES)} == classes
+        sides = np.minimum(
+            r.labels["boxes"].xyxy[:, 2] - r.labels["boxes"].xyxy[:, 0],
+            r.labels["boxes"].xyxy[:, 3] - r.labels["boxes"].xyxy[:, 1],
+        )
         assert sides.min() >= 4  # 64 px images: objects from about 5 px up
     for r in frames:
-        assert (r.identities >= 0).all() and r.sequence == "synth-train-01"
+        assert (r.labels["identities"] >= 0).all() and r.sequence == "synth-train-01"
     # identities persist over frames and keep their class
     ids = {}
     for r in frames:
-        for i, c in zip(r.identities.tolist(), r.classes.tolist()):
+        for i, c in zip(r.labels["identities"].tolist(), r.labels["boxes"].classes.tolist()):
             assert ids.setdefault(i, c) == c
-    assert max(sum(i in r.identities for r in frames) for i in ids) >= 4
+    assert max(sum(i in r.labels["identities"] for r in frames) for i in ids) >= 4
     val, _ = load_dataset_yaml(path, "val")
     assert len(val) == 2 + 8
 

@@ -1,10 +1,20 @@
+import dataclasses
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from unified.engine.balancers import BALANCERS, DWABalancer, PCGradBalancer, build_balancer
+from unified.config import ConfigError, dump_yaml, load_config
+from unified.engine.balancers import (
+    BALANCERS,
+    DWABalancer,
+    DWAOptions,
+    PCGradBalancer,
+    balancer_options,
+    build_balancer,
+)
+from unified.engine.experiment import ExperimentConfig, load_experiment
 
 TASK_NAMES = ["detect", "jdc", "jde"]
 
@@ -52,10 +62,53 @@ def test_fixed_weights_and_unknown_task():
     balancer = build_balancer("fixed", TASK_NAMES, {"jde": 0.5}, {})
     losses = {t: torch.tensor(2.0) for t in TASK_NAMES}
     assert balancer(losses).item() == pytest.approx(2 + 2 + 1)
-    with pytest.raises(ValueError, match="not enabled"):
+    with pytest.raises(ConfigError, match=r"'balancer.weights'.*not enabled: \['seg'\]"):
         build_balancer("fixed", TASK_NAMES, {"seg": 1.0}, {})
-    with pytest.raises(ValueError, match="bad option"):
+
+
+@pytest.mark.parametrize("name", BALANCERS.names())
+def test_every_balancer_has_an_options_dataclass_and_refuses_unknown_keys(name):
+    cls = BALANCERS.get(name)
+    assert dataclasses.is_dataclass(cls.options_class)
+    assert isinstance(build_balancer(name, TASK_NAMES).options, cls.options_class)
+    with pytest.raises(ConfigError, match=r"key 'balancer.options.bogus': unknown key"):
+        build_balancer(name, TASK_NAMES, {}, {"bogus": 1})
+
+
+def test_bad_options_name_the_key():
+    with pytest.raises(
+        ConfigError, match=r"'balancer.options.temprature': unknown key. Did you mean 'temperature'"
+    ):
         build_balancer("dwa", TASK_NAMES, {}, {"temprature": 2.0})
+    with pytest.raises(ConfigError, match=r"'balancer.options.temperature': expected a number"):
+        build_balancer("dwa", TASK_NAMES, {}, {"temperature": "hot"})
+    with pytest.raises(ConfigError, match=r"'balancer.options.temperature': must be > 0"):
+        build_balancer("dwa", TASK_NAMES, {}, {"temperature": 0})
+    with pytest.raises(ConfigError, match=r"'balancer.options.alpha': must be >= 0"):
+        build_balancer("gradnorm", TASK_NAMES, {}, {"alpha": -1.0})
+    with pytest.raises(ConfigError, match=r"'balancer.options.seed': expected an integer"):
+        build_balancer("pcgrad", TASK_NAMES, {}, {"seed": 1.5})
+    with pytest.raises(ConfigError, match=r"experiment.yaml: key 'balancer.options.x'.*takes no keys"):
+        build_balancer("fixed", TASK_NAMES, {}, {"x": 1}, source="experiment.yaml")
+    with pytest.raises(TypeError, match="takes a DWAOptions"):
+        DWABalancer(TASK_NAMES, options={"temperature": 2.0})
+
+
+def test_options_written_in_yaml_reach_the_balancer_and_survive_a_dump(tmp_path):
+    """The YAML users write (``options: {temperature: 3}``) stays a plain mapping in the experiment, so
+    the resolved config dumps and reloads (resume) as it was written."""
+    path = tmp_path / "experiment.yaml"
+    path.write_text("balancer: {name: dwa, options: {temperature: 3}}\n")
+    cfg = load_experiment(path, ["balancer.weights.detect=0.5"])
+    balancer = build_balancer(cfg.balancer.name, ["detect"], cfg.balancer.weights, cfg.balancer.options)
+    assert balancer.options == DWAOptions(temperature=3.0) and isinstance(balancer.options.temperature, float)
+    assert balancer.current_weights() == {"detect": 0.5}
+    (tmp_path / "resolved.yaml").write_text(dump_yaml(cfg))
+    again = load_config(ExperimentConfig, tmp_path / "resolved.yaml")
+    assert again == cfg
+    assert balancer_options(again.balancer.name, again.balancer.options) == balancer.options
+    # An options instance passes through unchanged.
+    assert balancer_options("dwa", balancer.options) is balancer.options
 
 
 def test_uncertainty_log_variances_are_parameters_and_learn():
@@ -71,7 +124,7 @@ def test_uncertainty_log_variances_are_parameters_and_learn():
 
 
 def test_dwa_weights_follow_loss_ratios():
-    balancer = DWABalancer(["a", "b"], temperature=1.0)
+    balancer = DWABalancer(["a", "b"], options=DWAOptions(temperature=1.0))
     balancer.epoch_end({"a": 1.0, "b": 1.0})
     assert balancer.current_weights() == {"a": 1.0, "b": 1.0}
     balancer.epoch_end({"a": 1.0, "b": 0.5})  # b improved faster → a gets more weight

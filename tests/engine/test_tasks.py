@@ -16,19 +16,22 @@ from unified.registry import RegistryError
 from unified.task import TASKS, resolve_tasks
 
 PLUGIN = "tests.plugins.counting_task"
+#: Every test plugin that registers a task (and perhaps kinds of label): the contract tests cover them all.
+PLUGINS = [PLUGIN, "tests.plugins.landmark_task"]
 
 
 def all_tasks() -> list[str]:
     import importlib
 
-    importlib.import_module(PLUGIN)
+    for plugin in PLUGINS:
+        importlib.import_module(plugin)
     return TASKS.names()
 
 
 @pytest.mark.parametrize("task", all_tasks())
 def test_task_contract(task, tiny_model_cfg, tiny_info):
     torch.manual_seed(0)
-    model = build_model(tiny_model_cfg, tasks=[task], info=tiny_info, plugins=[PLUGIN])
+    model = build_model(tiny_model_cfg, tasks=[task], info=tiny_info, plugins=PLUGINS)
     assert list(model.tasks) == resolve_tasks([task]) and task in model.tasks
     module = TrainingModule(model, build_balancer("fixed", list(model.tasks), {}, {}))
     batch = make_batch(tiny_info, size=96)
@@ -72,7 +75,7 @@ def test_fused_model_computes_what_the_unfused_one_does(task, tiny_model_cfg, ti
     from unified.models.fuse import Fusable
 
     torch.manual_seed(0)
-    model = build_model(tiny_model_cfg, tasks=[task], info=tiny_info, plugins=[PLUGIN]).eval()
+    model = build_model(tiny_model_cfg, tasks=[task], info=tiny_info, plugins=PLUGINS).eval()
     # Statistics and implicit tensors away from their identity initialisation, so every fold matters.
     with torch.no_grad():
         for m in model.modules():
@@ -155,3 +158,29 @@ def test_shared_implicit_tensor_between_tasks(tiny_model_cfg, tiny_info):
     )
     names = [n for n, _ in model.named_parameters() if n.startswith("bank.jde.im")]
     assert names == ["bank.jde.im.1.implicit"]
+
+
+def test_a_task_that_breaks_the_contract_is_refused_when_the_model_is_built(tiny_model_cfg, tiny_info):
+    """Following an out-of-date doc (``make_evaluator(info)``) or naming a kind nobody registered used to
+    crash after the first epoch with an empty ``weights/``; now the model refuses to build."""
+    from tests.plugins.counting_task import CountTask
+
+    class OldSignature(CountTask):
+        name = "old_signature"
+
+        def make_evaluator(self, info):  # type: ignore[override]
+            return super().make_evaluator()
+
+    class UnknownKind(CountTask):
+        name = "unknown_kind"
+        label_kinds = ("colour",)
+
+    TASKS.add("old_signature", OldSignature)
+    TASKS.add("unknown_kind", UnknownKind)
+    with pytest.raises(
+        TypeError,
+        match=r"task 'old_signature'.*make_evaluator\(self, info\) where the contract is make_evaluator\(self\)",
+    ):
+        build_model(tiny_model_cfg, tasks=["old_signature"], info=tiny_info)
+    with pytest.raises(TypeError, match=r"task 'unknown_kind'.*label kinds \['colour'\] are not registered"):
+        build_model(tiny_model_cfg, tasks=["unknown_kind"], info=tiny_info)

@@ -98,11 +98,12 @@ def _train_steps(cfg, info, world_size: int = 1, rank: int = 0) -> dict[str, tor
     for step in range(3):
         b = make_batch(info, batch=2, size=64, seed=10 + step)
         if world_size == 1 and cfg.train.batch_size == 4:
-            t2 = b["targets"].clone()
+            t2 = b["boxes"].clone()
             t2[:, 0] += 2
             b = {
                 "images": torch.cat([b["images"], b["images"]]),
-                "targets": torch.cat([b["targets"], t2]),
+                "boxes": torch.cat([b["boxes"], t2]),
+                "identities": torch.cat([b["identities"]] * 2),
                 "image_labels": torch.cat([b["image_labels"]] * 2),
                 "label_mask": {k: torch.cat([v, v]) for k, v in b["label_mask"].items()},
                 "meta": b["meta"] * 2,

@@ -11,7 +11,8 @@ from torch import nn
 
 from unified.config import ConfigError
 from unified.implicit import ImplicitBank, ImplicitOp
-from unified.models import Body, Detector, load_model_config, model_config_from_text
+from unified.model import UnifiedModel, build_model
+from unified.models import Body, load_model_config, model_config_from_text
 from unified.models.blocks import Conv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,24 +184,24 @@ def test_body_implicit_rows_fold_where_exact() -> None:
     assert not any(isinstance(m, nn.BatchNorm2d) for m in body.modules())
 
 
-def _fusion_check(model: Detector, size: int = 64) -> None:
+def _fusion_check(model: UnifiedModel, size: int = 64) -> None:
     _randomise(model)
     model.eval()
     x = torch.rand(2, 3, size, size)
     with torch.no_grad():
-        before = model(x)
+        before = model(x)["detect"]
         fused = copy.deepcopy(model).fuse()
-        after = fused(x)
+        after = fused(x)["detect"]
     for a, b in zip(after["raw"], before["raw"]):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(after["decoded"], before["decoded"], atol=1e-2, rtol=1e-4)
-    assert not any(isinstance(m, ImplicitOp) for m in fused.head.modules())
+    assert not any(isinstance(m, ImplicitOp) for m in fused.heads["detect"].modules())
     assert all(not isinstance(m.bn, nn.BatchNorm2d) for m in fused.modules() if isinstance(m, Conv))
 
 
 def test_whole_tiny_model_fuses_to_the_same_function() -> None:
     torch.manual_seed(0)
-    _fusion_check(Detector(REPO / "configs" / "models" / "yolor-tiny.yaml", nc=3))
+    _fusion_check(build_model(REPO / "configs" / "models" / "yolor-tiny.yaml", nc=3, tasks=["detect"]))
 
 
 def test_whole_shrunk_main_model_fuses_to_the_same_function() -> None:
@@ -209,4 +210,4 @@ def test_whole_shrunk_main_model_fuses_to_the_same_function() -> None:
     data, _ = read_yaml(REPO / "configs" / "models" / "yolor-p6.yaml")
     data.update(width_multiple=0.125, depth_multiple=0.33)
     torch.manual_seed(0)
-    _fusion_check(Detector(load_model_config(data), nc=3))
+    _fusion_check(build_model(data, nc=3, tasks=["detect"]))

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from unified.models import Detector, conv_gflops, count_implicit_params, count_params, model_info
+from unified.model import UnifiedModel, build_model
+from unified.models import conv_gflops, count_implicit_params, count_params, model_info
 from unified.models.info import format_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +29,7 @@ def test_conv_gflops_counts_convolutions_only() -> None:
 
 def test_meta_and_real_counts_agree() -> None:
     torch.manual_seed(0)
-    model = Detector(TINY, nc=3)
+    model = build_model(TINY, nc=3, tasks=["detect"])
     meta = conv_gflops(model, 64)
     assert conv_gflops(nn.Sequential(), 64) == 0.0
     # The head alone reads bank tensors it does not own: counted on the real device instead of meta.
@@ -38,17 +39,17 @@ def test_meta_and_real_counts_agree() -> None:
 
 
 class _BodyAndHead(nn.Module):
-    def __init__(self, model: Detector) -> None:
+    def __init__(self, model: UnifiedModel) -> None:
         super().__init__()
-        self.body, self.head = model.body, model.head  # the bank stays outside
+        self.body, self.head = model.body, model.heads["detect"]  # the bank stays outside
 
     def forward(self, x: torch.Tensor) -> dict:
         return self.head(self.body(x))
 
 
 def test_model_info_and_table() -> None:
-    model = Detector(TINY, nc=3)
-    info = model_info(model, 320, body=model.body, heads={"detect": model.head})
+    model = build_model(TINY, nc=3, tasks=["detect"])
+    info = model_info(model, 320, body=model.body, heads=dict(model.heads))
     assert info.params == count_params(model) and info.implicit_params == count_implicit_params(model) > 0
     assert len(info.layers) == len(model.body.layers) + 1
     assert sum(row.params for row in info.layers) + info.implicit_params == info.params
@@ -67,7 +68,7 @@ def test_tool_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     code = _tool().main([str(TINY), "--nc", "3", "--img", "256", "--json", "--fuse"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
-    model = Detector(TINY, nc=3)
+    model = build_model(TINY, nc=3, tasks=["detect"])
     assert data["fused"] and data["implicit_params"] == count_implicit_params(
         model
     )  # the bank keeps its tensors

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from unified.config import read_yaml
-from unified.models import Detector, conv_gflops, count_implicit_params, count_params, load_model_config
+from unified.model import UnifiedModel, build_model
+from unified.models import conv_gflops, count_implicit_params, count_params
 from unified.models.blocks import Conv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,9 +39,9 @@ DARKNET = {
 ALL_YAMLS = sorted(p.stem for p in ZOO.glob("*.yaml"))
 
 
-def _meta_detector(name: str, nc: int = 80) -> Detector:
+def _meta_detector(name: str, nc: int = 80) -> UnifiedModel:
     with torch.device("meta"):  # shapes only: no weight initialisation, no memory
-        return Detector(ZOO / f"{name}.yaml", nc=nc)
+        return build_model(ZOO / f"{name}.yaml", nc=nc, tasks=["detect"])
 
 
 def test_zoo_holds_every_official_model_and_a_tiny_one() -> None:
@@ -64,16 +65,16 @@ def test_output_shapes(name: str) -> None:
     model = _meta_detector(name)
     strides = [s.stride for s in model.body.out_shapes]
     assert strides == ([8, 16, 32, 64] if "6" in name else [8, 16, 32])
-    assert model.head.na == 3 and model.head.anchors.shape == (len(strides), 3, 2)
-    assert [m.in_channels for m in model.head.m] == [s.channels for s in model.body.out_shapes]
-    assert all(m.out_channels == 3 * 85 for m in model.head.m)
+    assert model.heads["detect"].na == 3 and model.heads["detect"].anchors.shape == (len(strides), 3, 2)
+    assert [m.in_channels for m in model.heads["detect"].m] == [s.channels for s in model.body.out_shapes]
+    assert all(m.out_channels == 3 * 85 for m in model.heads["detect"].m)
 
 
 def test_class_count_only_changes_the_head() -> None:
     a, b = _meta_detector("yolor-p6", nc=80), _meta_detector("yolor-p6", nc=3)
     assert count_params(a.body) == count_params(b.body)
-    per_level_80 = sum(m.weight.numel() + m.bias.numel() for m in a.head.m)
-    per_level_3 = sum(m.weight.numel() + m.bias.numel() for m in b.head.m)
+    per_level_80 = sum(m.weight.numel() + m.bias.numel() for m in a.heads["detect"].m)
+    per_level_3 = sum(m.weight.numel() + m.bias.numel() for m in b.heads["detect"].m)
     assert count_params(a) - count_params(b) == per_level_80 - per_level_3 + 4 * 3 * 77  # + implicit multiply
 
 
@@ -87,7 +88,7 @@ def test_yolov4_csp_is_yolor_csp_without_implicit() -> None:
 def test_main_and_paper_p6_differ_where_the_official_ones_do() -> None:
     main, paper = _meta_detector("yolor-p6"), _meta_detector("yolor-p6-paper")
     assert count_params(paper) - count_params(main) == 5_248
-    assert main.cfg.norm.eps == 1e-4 and paper.cfg.norm.eps == 1e-3
+    assert main.model_cfg.norm.eps == 1e-4 and paper.model_cfg.norm.eps == 1e-3
     assert all(m.eps == 1e-4 for m in main.modules() if isinstance(m, nn.BatchNorm2d))
 
 
@@ -128,7 +129,7 @@ def test_main_models_align_with_the_darknet_cfg(name: str) -> None:
     linear = [s for s in sections if s["type"] == "convolutional" and s.get("batch_normalize", "0") == "0"]
     assert len(linear) == levels
     adds = [int(s["filters"]) for s in sections if s["type"] == "implicit_add"]
-    assert adds == ([s.channels for s in model.body.out_shapes] if model.cfg.head.implicit else [])
+    assert adds == ([s.channels for s in model.body.out_shapes] if model.model_cfg.head.implicit else [])
 
 
 @pytest.mark.parametrize("name", ALL_YAMLS)
@@ -137,8 +138,8 @@ def test_every_yaml_runs_forward_and_backward_when_shrunk(name: str) -> None:
     if name != "yolor-tiny":
         data.update(width_multiple=data["width_multiple"] * 0.0625, depth_multiple=0.33)
     torch.manual_seed(0)
-    model = Detector(load_model_config(data), nc=3)
-    out = model(torch.rand(2, 3, 64, 64))
+    model = build_model(data, nc=3, tasks=["detect"])
+    out = model(torch.rand(2, 3, 64, 64))["detect"]
     strides = [s.stride for s in model.body.out_shapes]
     assert [tuple(r.shape) for r in out["raw"]] == [(2, 3, 64 // s, 64 // s, 8) for s in strides]
     sum(r.square().mean() for r in out["raw"]).backward()
@@ -148,6 +149,6 @@ def test_every_yaml_runs_forward_and_backward_when_shrunk(name: str) -> None:
 def test_tiny_model_is_small_and_cheap() -> None:
     model = _meta_detector("yolor-tiny")
     assert 300_000 <= count_params(model) <= 2_000_000
-    assert count_implicit_params(model) > 0 and model.cfg.head.implicit
+    assert count_implicit_params(model) > 0 and model.model_cfg.head.implicit
     assert [s.stride for s in model.body.out_shapes] == [8, 16, 32]
     assert conv_gflops(model, 320) < 2.0

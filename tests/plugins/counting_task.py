@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unified.task import TASKS, FeatureShape, Task, TaskConfig
+from unified.task import TASKS, Evaluator, FeatureShape, Task, TaskConfig
 
 
 @dataclass
@@ -35,12 +35,12 @@ class CountHead(nn.Module):
         return {"log_count": self.fc(pooled).squeeze(1)}
 
 
-class CountEvaluator:
+class CountEvaluator(Evaluator):
     def __init__(self) -> None:
         self.errors: list[float] = []
 
     def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
-        counts = torch.bincount(batch["targets"][:, 0].long(), minlength=len(batch["meta"]))
+        counts = torch.bincount(batch["boxes"][:, 0].long(), minlength=len(batch["meta"]))
         for pred, count, labelled in zip(predictions["count"], counts, batch["label_mask"]["boxes"]):
             if bool(labelled):
                 self.errors.append(abs(pred["count"] - float(count)))
@@ -65,7 +65,7 @@ class CountTask(Task):
         self, outputs: dict[str, Any], batch: dict[str, Any], context: dict[str, Any]
     ) -> dict[str, torch.Tensor]:
         pred = outputs["count"]["log_count"].float()
-        counts = torch.bincount(batch["targets"][:, 0].long(), minlength=pred.shape[0]).to(pred)
+        counts = torch.bincount(batch["boxes"][:, 0].long(), minlength=pred.shape[0]).to(pred)
         mask = self.label_mask(batch).to(pred)
         per_image = F.mse_loss(pred, torch.log1p(counts), reduction="none")
         return {"mse": self.cfg.gain * (per_image * mask).sum() / mask.sum().clamp_min(1.0)}

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from unified.task import TASKS, FeatureShape, Task, TaskConfig
+from unified.task import TASKS, Evaluator, FeatureShape, Task, TaskConfig
 
 
 @dataclass
@@ -33,7 +33,7 @@ class ProbeHead(nn.Module):
         return {"score": self.fc(features[-1].mean(dim=(2, 3))).squeeze(1)}
 
 
-class ProbeEvaluator:
+class ProbeEvaluator(Evaluator):
     def update(self, predictions: dict[str, Any], batch: dict[str, Any]) -> None:
         pass
 

@@ -206,7 +206,7 @@ def test_binary_file_and_override_aliases():
         ("task_options.detect.bogus=1", "key 'task_options.detect.bogus': unknown key"),
         ("task_options.detect.conf_thres=abc", "key 'task_options.detect.conf_thres': expected a number"),
         ("task_options.jdc.x=1", "key 'task_options.jdc': task 'jdc' is not enabled"),
-        ("balancer.options.bogus=1", "bad option in key 'balancer.options' ['bogus']"),
+        ("balancer.options.bogus=1", "key 'balancer.options.bogus': unknown key"),
         ("balancer.weights.jde=2.0", "not enabled: ['jde']"),
         ("implicit_share.bogus=detect.ia.0", "key 'implicit_share.bogus': no layer or head"),
         ("model={nc: 5, bogus: 1}", "key 'bogus': unknown key"),

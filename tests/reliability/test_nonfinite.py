@@ -85,15 +85,17 @@ def test_a_nan_forward_pass_leaves_batchnorm_statistics_as_they_were(
 ):
     """A NaN image batch used to write NaN into every BatchNorm's running statistics: the step was
     skipped, but evaluation and every later checkpoint were ruined."""
-    real = trainer_module.to_float_images
+    real = trainer_module.batch_to_device
     calls = {"n": 0}
 
-    def nan_on_fifth_batch(images, device, channels_last=False):
+    def nan_on_fifth_batch(batch, device, memory_format=None):
         calls["n"] += 1
-        out = real(images, device, channels_last)
-        return out * float("nan") if calls["n"] == 5 else out
+        out = real(batch, device, memory_format)
+        if calls["n"] == 5:
+            out["images"] = out["images"] * float("nan")
+        return out
 
-    monkeypatch.setattr(trainer_module, "to_float_images", nan_on_fifth_batch)
+    monkeypatch.setattr(trainer_module, "batch_to_device", nan_on_fifth_batch)
     probe = BufferProbe(iteration=4)
     last, messages = train_collecting_warnings(
         probe_overrides(model_yaml, small_world, tmp_path, "loss", []), hooks=[probe]

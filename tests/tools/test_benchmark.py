@@ -88,18 +88,18 @@ def test_interleaved_takes_turns_and_ratios_pair_repeats():
 def test_random_batch_follows_the_batch_contract():
     info = coco_like_info(nc=80, num_identities=500)
     batch = random_batch(4, 64, info, boxes_per_image=5, seed=1)
-    targets = batch["targets"]
+    targets = batch["boxes"]
     assert batch["images"].shape == (4, 3, 64, 64)
-    assert targets.shape == (20, 7)
+    assert targets.shape == (20, 6) and batch["identities"].shape == (20,)
     assert torch.equal(targets[:, 0], torch.arange(4).repeat_interleave(5).float())
     assert ((targets[:, 2:6] > 0) & (targets[:, 2:6] < 1)).all()
-    assert len(set(targets[:, 6].tolist())) == 20  # distinct identities
+    assert len(set(batch["identities"].tolist())) == 20  # distinct identities
     # Image labels are the classes present in each image.
     for i in range(4):
         classes = set(targets[targets[:, 0] == i, 1].long().tolist())
         assert set(batch["image_labels"][i].nonzero().flatten().tolist()) == classes
     assert all(m.all() for m in batch["label_mask"].values())
-    assert torch.equal(random_batch(4, 64, info, seed=1)["targets"], targets)
+    assert torch.equal(random_batch(4, 64, info, seed=1)["boxes"], targets)
 
 
 def test_tracker_detections_come_from_the_ground_truth():

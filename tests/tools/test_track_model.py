@@ -44,7 +44,7 @@ def test_track_tool_model_function_writes_mot_rows(tmp_path: Path, capsys) -> No
     sequence = _sequence(tmp_path / "SEQ-02", frames=3)
     weights = save_tiny_checkpoint(tmp_path / "w.pt", tasks=("detect", "jde"))
     out = tmp_path / "res" / "SEQ-02.txt"
-    args = argparse.Namespace(weights=weights, source=str(sequence), out=out, img=64)
+    args = argparse.Namespace(weights=weights, source=str(sequence), out=out, img=64, plugins=[])
     config = TrackerConfig(high_thresh=0.5, new_track_thresh=0.5)
     assert track.track_with_model(args, config) == 0
     rows = [line.split(",") for line in out.read_text().splitlines()]

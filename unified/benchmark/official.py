@@ -198,7 +198,7 @@ def official_train_step(
         official_optimizer(model),
         code.compute_loss,
         batch["images"].to(device),
-        batch["targets"][:, :6].to(device),
+        batch["boxes"].to(device),
     )
 
 

@@ -17,11 +17,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from unified.data.dataset import batch_to_device
 from unified.engine.balancers import build_balancer
 from unified.engine.experiment import ExperimentConfig, load_experiment
 from unified.engine.trainer import Trainer, autocast_context, resolve_precision
 from unified.model import UnifiedModel, build_model
-from unified.task import LABEL_KINDS, DatasetInfo, resolve_tasks
+from unified.task import DatasetInfo, resolve_tasks
+
+#: The kinds of label the random batches carry (those the built-in tasks read).
+BUILTIN_KINDS = ("boxes", "identities", "image_labels")
 
 REPO = Path(__file__).resolve().parents[2]
 #: The demo experiment: its model, tasks, image size and batch are the demo workload.
@@ -38,14 +42,14 @@ def repo_path(path: str | Path) -> Path:
 def coco_like_info(nc: int = 80, num_identities: int = 500) -> DatasetInfo:
     """Dataset info for random batches: ``nc`` classes (also the image labels) and identities for ``jde``."""
     names = [f"class{i}" for i in range(nc)]
-    return DatasetInfo(names, list(names), num_identities, LABEL_KINDS)
+    return DatasetInfo(names, list(names), num_identities, BUILTIN_KINDS)
 
 
 def demo_info(num_identities: int = 32) -> DatasetInfo:
     """The synthetic world's classes and scene labels (the demo's heads), with ``num_identities`` identities."""
     from unified.data.synthetic import CLASS_NAMES, SCENE_LABELS
 
-    return DatasetInfo(list(CLASS_NAMES), [*CLASS_NAMES, *SCENE_LABELS], num_identities, LABEL_KINDS)
+    return DatasetInfo(list(CLASS_NAMES), [*CLASS_NAMES, *SCENE_LABELS], num_identities, BUILTIN_KINDS)
 
 
 def random_batch(
@@ -71,14 +75,15 @@ def random_batch(
         if info.num_identities >= n
         else torch.randint(0, max(info.num_identities, 1), (n,), generator=g).float()
     )
-    targets = torch.cat((image[:, None], cls[:, None], centre, wh, identity[:, None]), dim=1)
+    boxes = torch.cat((image[:, None], cls[:, None], centre, wh), dim=1)
     labels = torch.zeros(batch, len(info.image_label_names))
     labels[image.long(), cls.long()] = 1.0
     return {
         "images": torch.rand(batch, 3, size, size, generator=g),
-        "targets": targets,
+        "boxes": boxes,
+        "identities": identity.long(),
         "image_labels": labels,
-        "label_mask": {kind: torch.ones(batch, dtype=torch.bool) for kind in LABEL_KINDS},
+        "label_mask": {kind: torch.ones(batch, dtype=torch.bool) for kind in BUILTIN_KINDS},
         "meta": [
             {"image_id": i, "path": f"random{i}", "orig_shape": (size, size), "ratio": 1.0, "pad": (0, 0)}
             for i in range(batch)
@@ -164,11 +169,7 @@ class TrainWorkload:
     def training_flops(self) -> int:
         """FLOPs (2 × multiply-accumulates, every op the counter knows) of forward + losses + backward."""
         module = self.trainer.module
-        batch = dict(self.batch)
-        batch["images"] = batch["images"].to(self.trainer.device)
-        batch["targets"] = batch["targets"].to(self.trainer.device)
-        batch["image_labels"] = batch["image_labels"].to(self.trainer.device)
-        batch["label_mask"] = {k: v.to(self.trainer.device) for k, v in batch["label_mask"].items()}
+        batch = batch_to_device(self.batch, self.trainer.device)
         with FlopCounterMode(display=False) as counter:
             total, _, _ = module(batch)
             total.backward()

@@ -9,19 +9,15 @@ transformed corners.
 Hyper-parameter names are those of the official hyp files (``hsv_h``, ``hsv_s``, ``hsv_v``, ``degrees``,
 ``translate``, ``scale``, ``shear``, ``perspective``, ``flipud``, ``fliplr``, ``mosaic``, ``mixup``).
 
-Labels through augmentation:
+Labels through augmentation: every kind of label moves as its kind says (``unified.data.kinds``): the
+same 3x3 pixel matrix as the image for resizing, letterboxing, mosaic placement and the random
+perspective, a crop to each mosaic piece's region, flips, and joining for mosaic and mixup. Per-instance
+kinds keep the rows whose boxes survive; per-image kinds are combined from what happened to each source.
 
-- Boxes are clipped to the output; a box keeps when it is over 2 px wide and high, keeps over 10 % of
-  its transformed area, and its aspect ratio stays under 20 (YOLOR's candidate rule). Identities and
-  classes travel with their boxes.
-- Image-level labels of the output are worked out per source image. A class label backed by boxes in
-  its source survives only if one of those boxes survives. Scene labels, and class labels with no box
-  in their source, survive when their source image covers at least ``MIN_VISIBLE_FRACTION`` of the
-  output. Mosaic and mixup take the union over their sources.
-- Mosaic and mixup only combine images that carry the same label kinds (the dataset groups them), so
-  the ``label_mask`` of a combined image is that of each of its parts. The images of one mosaic (and
-  of its mixup partner) are distinct while the group has enough of them, so an identity never shows
-  twice in one training image; a group smaller than that repeats images.
+Mosaic and mixup only combine images that carry the same label kinds (the dataset groups them), so the
+``label_mask`` of a combined image is that of each of its parts. The images of one mosaic (and of its
+mixup partner) are distinct while the group has enough of them, so an identity never shows twice in one
+training image; a group smaller than that repeats images.
 """
 
 from __future__ import annotations
@@ -36,11 +32,13 @@ import torch
 from PIL import Image
 
 from unified.config import check
+from unified.data.kinds import PieceOutcome, kind_order, label_kind
+from unified.data.kinds.boxes import box_candidates, transform_boxes
+from unified.data.kinds.image_labels import MIN_VISIBLE_FRACTION
+from unified.structures import DatasetInfo
 
 #: Letterbox and border fill, as YOLOR.
 PAD_VALUE = 114
-#: Fraction of the output a source image must cover for its scene labels to hold for the output.
-MIN_VISIBLE_FRACTION = 0.1
 
 
 @dataclass
@@ -99,24 +97,20 @@ class Piece:
 
     Attributes:
         image: ``(h, w, 3)`` uint8 RGB.
-        boxes: ``(n, 4)`` float64 xyxy pixels of ``image``.
-        classes: ``(n,)`` int64.
-        identities: ``(n,)`` int64.
-        labels: Image-level label indices.
-        has_boxes: Whether the source carries box labels (decides which class labels are box-backed).
+        labels: Label values keyed by kind, in ``image``'s pixels (the kinds the source carries).
     """
 
     image: np.ndarray
-    boxes: np.ndarray
-    classes: np.ndarray
-    identities: np.ndarray
-    labels: np.ndarray
-    has_boxes: bool = True
+    labels: dict[str, Any] = field(default_factory=dict)
 
     @property
     def size(self) -> tuple[int, int]:
         """``(width, height)``."""
         return int(self.image.shape[1]), int(self.image.shape[0])
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(self.labels)
 
 
 @dataclass
@@ -124,10 +118,7 @@ class Augmented:
     """An augmented image and its labels; ``image`` is float ``(3, H, W)`` in ``0..255``."""
 
     image: torch.Tensor
-    boxes: np.ndarray
-    classes: np.ndarray
-    identities: np.ndarray
-    labels: set[int] = field(default_factory=set)
+    labels: dict[str, Any] = field(default_factory=dict)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -137,6 +128,26 @@ class Augmented:
     def to_uint8(self) -> torch.Tensor:
         """The image as uint8 ``(3, H, W)``."""
         return (self.image + 0.5).clamp_(0, 255).to(torch.uint8)  # +0.5 then truncation rounds
+
+
+def transform_labels(labels: dict[str, Any], matrix: np.ndarray) -> dict[str, Any]:
+    """Every label moved by the 3x3 pixel transform ``matrix`` (not clipped)."""
+    return {name: label_kind(name).transform(value, matrix) for name, value in labels.items()}
+
+
+def crop_labels(labels: dict[str, Any], region: np.ndarray) -> dict[str, Any]:
+    """Every label restricted to ``region`` (xyxy pixels)."""
+    return {name: label_kind(name).crop(value, region) for name, value in labels.items()}
+
+
+def _scale(sx: float, sy: float) -> np.ndarray:
+    return np.diag([sx, sy, 1.0])
+
+
+def _shift(dx: float, dy: float) -> np.ndarray:
+    matrix = np.eye(3)
+    matrix[0, 2], matrix[1, 2] = dx, dy
+    return matrix
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -150,7 +161,7 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def resize_long_side(piece: Piece, size: int) -> tuple[Piece, float]:
-    """Resize (antialiased, up or down) so that the longer side is ``size``; boxes follow exactly.
+    """Resize (antialiased, up or down) so that the longer side is ``size``; labels follow exactly.
 
     Returns:
         The resized piece and the gain ``size / max(h, w)``.
@@ -161,8 +172,7 @@ def resize_long_side(piece: Piece, size: int) -> tuple[Piece, float]:
         return piece, 1.0
     new_w, new_h = max(1, round(w * gain)), max(1, round(h * gain))
     image = np.array(Image.fromarray(piece.image).resize((new_w, new_h), Image.BILINEAR))
-    boxes = piece.boxes * np.array([new_w / w, new_h / h, new_w / w, new_h / h])
-    return Piece(image, boxes, piece.classes, piece.identities, piece.labels, piece.has_boxes), gain
+    return Piece(image, transform_labels(piece.labels, _scale(new_w / w, new_h / h))), gain
 
 
 def letterbox(piece: Piece, size: int) -> tuple[Piece, tuple[int, int]]:
@@ -179,8 +189,7 @@ def letterbox(piece: Piece, size: int) -> tuple[Piece, tuple[int, int]]:
     left, top = (size - w) // 2, (size - h) // 2
     canvas = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
     canvas[top : top + h, left : left + w] = piece.image
-    boxes = piece.boxes + np.array([left, top, left, top], dtype=np.float64)
-    return Piece(canvas, boxes, piece.classes, piece.identities, piece.labels, piece.has_boxes), (left, top)
+    return Piece(canvas, transform_labels(piece.labels, _shift(left, top))), (left, top)
 
 
 # ---------------------------------------------------------------------------------------- geometry
@@ -266,153 +275,82 @@ def warp_image(
     return warped[0] + PAD_VALUE
 
 
-def transform_boxes(
-    boxes: np.ndarray, matrix: np.ndarray, clip_to: tuple[float, float] | None = None
-) -> np.ndarray:
-    """Transform xyxy boxes: the enclosing box of each box's four transformed corners.
-
-    Args:
-        boxes: ``(n, 4)`` xyxy.
-        matrix: 3x3 transform.
-        clip_to: ``(width, height)`` to clip to. A rotated (sheared, perspective) box is clipped as the
-            quadrilateral it becomes, before taking the enclosing box, so that a rotated box cut by the
-            border stays tight; an axis-aligned one is simply clipped.
-    """
-    if len(boxes) == 0:
-        return np.zeros((0, 4), dtype=np.float64)
-    x1, y1, x2, y2 = boxes.T.astype(np.float64)
-    corners = np.stack(
-        [np.stack([x1, y1], 1), np.stack([x2, y1], 1), np.stack([x2, y2], 1), np.stack([x1, y2], 1)], 1
-    )  # (n, 4, 2)
-    homogeneous = np.concatenate([corners, np.ones((*corners.shape[:2], 1))], 2) @ matrix.T
-    xy = homogeneous[..., :2] / homogeneous[..., 2:3]
-    out = np.concatenate([xy.min(1), xy.max(1)], 1)
-    if clip_to is None:
-        return out
-    width, height = clip_to
-    axis_aligned = matrix[0, 1] == 0 and matrix[1, 0] == 0 and not matrix[2, :2].any()
-    if not axis_aligned:
-        crossing = (out[:, 0] < 0) | (out[:, 1] < 0) | (out[:, 2] > width) | (out[:, 3] > height)
-        for i in np.nonzero(crossing)[0]:
-            polygon = _clip_polygon(xy[i], width, height)
-            out[i] = np.concatenate([polygon.min(0), polygon.max(0)]) if len(polygon) else 0.0
-    return _clip(out, width, height)
-
-
-def _clip_polygon(points: np.ndarray, width: float, height: float) -> np.ndarray:
-    """Sutherland-Hodgman: a convex polygon ``(k, 2)`` cut to the rectangle ``[0, width] x [0, height]``."""
-    polygon = [tuple(p) for p in points]
-    for axis, limit, keep_below in ((0, 0.0, False), (0, width, True), (1, 0.0, False), (1, height, True)):
-
-        def inside(
-            p: tuple[float, float], axis: int = axis, limit: float = limit, below: bool = keep_below
-        ) -> bool:
-            return p[axis] <= limit if below else p[axis] >= limit
-
-        result = []
-        for j, current in enumerate(polygon):
-            previous = polygon[j - 1]
-            if inside(current) != inside(previous):
-                t = (limit - previous[axis]) / (current[axis] - previous[axis])
-                result.append(tuple(previous[k] + t * (current[k] - previous[k]) for k in range(2)))
-            if inside(current):
-                result.append(current)
-        polygon = result
-        if not polygon:
-            break
-    return np.array(polygon, dtype=np.float64).reshape(-1, 2)
-
-
-def box_candidates(
-    before: np.ndarray,
-    after: np.ndarray,
-    min_size: float = 2.0,
-    min_area_ratio: float = 0.1,
-    max_aspect: float = 20.0,
-) -> np.ndarray:
-    """Which transformed (and clipped) boxes are still worth keeping: a boolean mask.
-
-    Args:
-        before: Boxes before the transform, scaled by the transform's gain.
-        after: Boxes after the transform, clipped to the output.
-        min_size: Smallest width and height kept, pixels.
-        min_area_ratio: Smallest fraction of ``before``'s area kept.
-        max_aspect: Largest aspect ratio kept.
-    """
-    w1, h1 = before[:, 2] - before[:, 0], before[:, 3] - before[:, 1]
-    w2, h2 = after[:, 2] - after[:, 0], after[:, 3] - after[:, 1]
-    aspect = np.maximum(w2 / (h2 + 1e-16), h2 / (w2 + 1e-16))
-    return (
-        (w2 > min_size)
-        & (h2 > min_size)
-        & (w2 * h2 / (w1 * h1 + 1e-16) > min_area_ratio)
-        & (aspect < max_aspect)
-    )
-
-
-def _clip(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
-    out = boxes.copy()
-    out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
-    out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
-    return out
-
-
-def _output_labels(
-    pieces: Sequence[Piece], sources: np.ndarray, classes: np.ndarray, visible: np.ndarray, nc: int
-) -> set[int]:
-    labels: set[int] = set()
-    for p, piece in enumerate(pieces):
-        box_classes = set(piece.classes.tolist()) if piece.has_boxes else set()
-        surviving = set(classes[sources == p].tolist())
-        for label in piece.labels.tolist():
-            if label < nc and label in box_classes:
-                if label in surviving:
-                    labels.add(label)
-            elif visible[p] >= MIN_VISIBLE_FRACTION:
-                labels.add(label)
-    return labels
-
-
 def warp_pieces(
     canvas: np.ndarray,
     pieces: Sequence[Piece],
-    boxes: np.ndarray,
-    sources: np.ndarray,
     regions: np.ndarray,
     cfg: AugmentConfig,
     rng: np.random.Generator,
     out_size: int,
-    nc: int,
+    info: DatasetInfo,
+    sources: Sequence[Piece] | None = None,
 ) -> Augmented:
-    """Random perspective of a canvas made of ``pieces``, then box filtering and label bookkeeping.
+    """Random perspective of a canvas made of ``pieces``, then instance filtering and label bookkeeping.
 
     Args:
         canvas: The composed input image, ``(h, w, 3)`` uint8.
-        pieces: The source pieces (for their labels).
-        boxes: All boxes on the canvas, xyxy, in the order of ``pieces``.
-        sources: Index of the piece each box comes from.
+        pieces: The pieces as laid on the canvas (their labels in canvas pixels, cropped to their region);
+            all carry the same kinds.
         regions: Where each piece lies on the canvas, xyxy.
         cfg: Hyper-parameters.
         rng: Random generator.
         out_size: Side of the square output.
-        nc: Number of classes (image labels ``< nc`` are class labels).
+        info: The dataset info (per-image kinds read the class count).
+        sources: The pieces before they were laid on the canvas (default: ``pieces``), whose labels the
+            per-image kinds combine.
     """
+    sources = pieces if sources is None else sources
     in_size = (canvas.shape[1], canvas.shape[0])
-    matrix = random_matrix(cfg, rng, in_size, (out_size, out_size))
-    image = warp_image(canvas, matrix, (out_size, out_size))
-    classes = np.concatenate([p.classes for p in pieces])
-    identities = np.concatenate([p.identities for p in pieces])
-    clipped = transform_boxes(boxes, matrix, clip_to=(out_size, out_size))
+    out = (out_size, out_size)
+    matrix = random_matrix(cfg, rng, in_size, out)
+    image = warp_image(canvas, matrix, out)
     gain = math.sqrt(abs(np.linalg.det(matrix[:2, :2])))
-    keep = box_candidates(boxes * gain, clipped) if len(boxes) else np.zeros(0, bool)
-    moved = _clip(transform_boxes(regions, matrix), out_size, out_size)
+    moved = transform_boxes(regions, matrix)
+    moved[:, [0, 2]] = moved[:, [0, 2]].clip(0, out_size)
+    moved[:, [1, 3]] = moved[:, [1, 3]].clip(0, out_size)
     visible = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1]) / float(out_size * out_size)
-    labels = _output_labels(pieces, sources[keep], classes[keep], visible, nc)
-    return Augmented(image, clipped[keep], classes[keep], identities[keep], labels)
+    names = kind_order(pieces[0].kinds)
+    instance_kinds = [n for n in names if label_kind(n).per_instance]
+    outcomes = []
+    for index, piece in enumerate(pieces):
+        warped = {n: label_kind(n).warp(piece.labels[n], matrix, out) for n in instance_kinds}
+        keep: np.ndarray | None = None
+        for n in instance_kinds:
+            survivors = label_kind(n).survivors(piece.labels[n], warped[n], gain)
+            if survivors is not None:
+                keep = survivors if keep is None else keep & survivors
+        if keep is not None:
+            warped = {n: label_kind(n).select(v, keep) for n, v in warped.items()}
+        outcomes.append(PieceOutcome(sources[index].labels, piece.kinds, warped, float(visible[index])))
+    labels: dict[str, Any] = {}
+    for name in names:
+        kind = label_kind(name)
+        if kind.per_instance:
+            labels[name] = kind.concat([o.kept[name] for o in outcomes])
+        else:
+            labels[name] = kind.combine(outcomes, info)
+    return Augmented(image, labels)
+
+
+def _mosaic_placement(
+    i: int, xc: int, yc: int, w: int, h: int, big: int
+) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """Where piece ``i`` (top left, top right, bottom left, bottom right) lands around the centre: its
+    region ``(x1, y1, x2, y2)`` on the canvas and the offset ``(x, y)`` of the region inside the piece."""
+    if i == 0:  # top left: its bottom-right corner at the centre
+        x1a, y1a, x2a, y2a = max(xc - w, 0), max(yc - h, 0), xc, yc
+        return (x1a, y1a, x2a, y2a), (w - (x2a - x1a), h - (y2a - y1a))
+    if i == 1:  # top right
+        x1a, y1a, x2a, y2a = xc, max(yc - h, 0), min(xc + w, big), yc
+        return (x1a, y1a, x2a, y2a), (0, h - (y2a - y1a))
+    if i == 2:  # bottom left
+        x1a, y1a, x2a, y2a = max(xc - w, 0), yc, xc, min(yc + h, big)
+        return (x1a, y1a, x2a, y2a), (w - (x2a - x1a), 0)
+    return (xc, yc, min(xc + w, big), min(yc + h, big)), (0, 0)  # bottom right
 
 
 def mosaic(
-    pieces: Sequence[Piece], cfg: AugmentConfig, rng: np.random.Generator, out_size: int, nc: int
+    pieces: Sequence[Piece], cfg: AugmentConfig, rng: np.random.Generator, out_size: int, info: DatasetInfo
 ) -> Augmented:
     """Four pieces (longer side ``out_size``) around a random centre of a 2x canvas, then warped.
 
@@ -425,65 +363,37 @@ def mosaic(
     big = 2 * s
     xc, yc = (int(v) for v in rng.uniform(0.5 * s, 1.5 * s, 2))
     canvas = np.full((big, big, 3), PAD_VALUE, dtype=np.uint8)
-    all_boxes, all_sources, regions = [], [], []
+    placed, regions = [], []
     for i, piece in enumerate(pieces):
         w, h = piece.size
-        if i == 0:  # top left: its bottom-right corner at the centre
-            x1a, y1a, x2a, y2a = max(xc - w, 0), max(yc - h, 0), xc, yc
-            x1b, y1b = w - (x2a - x1a), h - (y2a - y1a)
-        elif i == 1:  # top right
-            x1a, y1a, x2a, y2a = xc, max(yc - h, 0), min(xc + w, big), yc
-            x1b, y1b = 0, h - (y2a - y1a)
-        elif i == 2:  # bottom left
-            x1a, y1a, x2a, y2a = max(xc - w, 0), yc, xc, min(yc + h, big)
-            x1b, y1b = w - (x2a - x1a), 0
-        else:  # bottom right
-            x1a, y1a, x2a, y2a = xc, yc, min(xc + w, big), min(yc + h, big)
-            x1b, y1b = 0, 0
+        (x1a, y1a, x2a, y2a), (x1b, y1b) = _mosaic_placement(i, xc, yc, w, h, big)
         canvas[y1a:y2a, x1a:x2a] = piece.image[y1b : y1b + (y2a - y1a), x1b : x1b + (x2a - x1a)]
-        shift = np.array([x1a - x1b, y1a - y1b, x1a - x1b, y1a - y1b], dtype=np.float64)
-        boxes = piece.boxes.astype(np.float64).reshape(-1, 4) + shift
-        # Clip to this piece's region: the rest of the piece is not on the canvas.
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(x1a, x2a)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(y1a, y2a)
-        all_boxes.append(boxes)
-        all_sources.append(np.full(len(boxes), i, dtype=np.int64))
-        regions.append([x1a, y1a, x2a, y2a])
-    return warp_pieces(
-        canvas,
-        pieces,
-        np.concatenate(all_boxes),
-        np.concatenate(all_sources),
-        np.array(regions, dtype=np.float64),
-        cfg,
-        rng,
-        out_size,
-        nc,
-    )
+        region = np.array([x1a, y1a, x2a, y2a], dtype=np.float64)
+        # Cropped to this piece's region: the rest of the piece is not on the canvas.
+        labels = crop_labels(transform_labels(piece.labels, _shift(x1a - x1b, y1a - y1b)), region)
+        placed.append(Piece(piece.image, labels))
+        regions.append(region)
+    return warp_pieces(canvas, placed, np.array(regions), cfg, rng, out_size, info, sources=pieces)
 
 
-def single(piece: Piece, cfg: AugmentConfig, rng: np.random.Generator, out_size: int, nc: int) -> Augmented:
+def single(
+    piece: Piece, cfg: AugmentConfig, rng: np.random.Generator, out_size: int, info: DatasetInfo
+) -> Augmented:
     """One piece letterboxed to ``out_size`` and warped (the no-mosaic training path)."""
     piece, _ = resize_long_side(piece, out_size)
     w, h = piece.size
     piece, (left, top) = letterbox(piece, out_size)
     region = np.array([[left, top, left + w, top + h]], dtype=np.float64)
-    boxes = piece.boxes.astype(np.float64).reshape(-1, 4)
-    return warp_pieces(
-        piece.image, [piece], boxes, np.zeros(len(boxes), np.int64), region, cfg, rng, out_size, nc
-    )
+    return warp_pieces(piece.image, [piece], region, cfg, rng, out_size, info)
 
 
 def mixup(first: Augmented, second: Augmented, rng: np.random.Generator) -> Augmented:
-    """Blend two augmented images (ratio drawn from Beta(8, 8)); boxes and labels are united."""
+    """Blend two augmented images (ratio drawn from Beta(8, 8)); labels are joined."""
     ratio = float(rng.beta(8.0, 8.0))
-    return Augmented(
-        first.image * ratio + second.image * (1.0 - ratio),
-        np.concatenate([first.boxes, second.boxes]),
-        np.concatenate([first.classes, second.classes]),
-        np.concatenate([first.identities, second.identities]),
-        first.labels | second.labels,
-    )
+    labels = {
+        name: label_kind(name).concat([value, second.labels[name]]) for name, value in first.labels.items()
+    }
+    return Augmented(first.image * ratio + second.image * (1.0 - ratio), labels)
 
 
 # ------------------------------------------------------------------------------------- photometric
@@ -524,16 +434,12 @@ def hsv_jitter(image: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generator
 
 
 def flip(sample: Augmented, horizontal: bool) -> Augmented:
-    """Mirror left-right (``horizontal``) or up-down; boxes follow."""
-    w, h = sample.size
-    boxes = sample.boxes.copy()
-    if horizontal:
-        image = sample.image.flip(2)
-        boxes[:, [0, 2]] = w - sample.boxes[:, [2, 0]]
-    else:
-        image = sample.image.flip(1)
-        boxes[:, [1, 3]] = h - sample.boxes[:, [3, 1]]
-    return Augmented(image, boxes, sample.classes, sample.identities, sample.labels)
+    """Mirror left-right (``horizontal``) or up-down; labels follow."""
+    image = sample.image.flip(2) if horizontal else sample.image.flip(1)
+    labels = {
+        name: label_kind(name).flip(value, sample.size, horizontal) for name, value in sample.labels.items()
+    }
+    return Augmented(image, labels)
 
 
 def photometric_and_flips(sample: Augmented, cfg: AugmentConfig, rng: np.random.Generator) -> Augmented:
@@ -565,6 +471,8 @@ __all__ = [
     "single",
     "to_tensor",
     "transform_boxes",
+    "transform_labels",
+    "crop_labels",
     "warp_image",
     "warp_pieces",
 ]

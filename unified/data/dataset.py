@@ -1,9 +1,10 @@
 """The multi-task dataset, ``collate`` and DataLoader helpers.
 
-A sample is a dict: ``image`` uint8 ``(3, H, W)``, ``targets`` float ``(n, 7)`` rows
-``[0, class, cx, cy, w, h, identity]`` normalised to the output image, ``image_labels`` float multi-hot
-``(L,)``, ``label_mask`` ``{kind: bool}``, ``meta`` dict. :func:`collate` turns samples into the batch
-of ``docs/ARCHITECTURE.md`` (images float in ``[0, 1]``, the image index written into ``targets``).
+A sample is a dict: ``image`` uint8 ``(3, H, W)``, ``labels`` ``{kind: tensor}`` (each kind's
+``to_sample``, for every kind of the dataset), ``label_mask`` ``{kind: bool}`` (whether the image really
+carries that kind), ``meta`` dict. :func:`collate` turns samples into the batch of
+``docs/ARCHITECTURE.md``: ``images`` float in ``[0, 1]``, one entry per kind (each kind's ``collate``),
+``label_mask`` and ``meta``. Neither names a kind of label: the kinds say how they are carried.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from unified.data import augment as aug
 from unified.data.augment import AugmentConfig, Augmented, Piece
 from unified.data.image_io import load_rgb
+from unified.data.kinds import LABEL_KINDS, RESERVED_NAMES, kind_order, label_kind, move_to
 from unified.data.records import ImageRecord
 from unified.data.validate import DataError
-from unified.task import LABEL_KINDS, DatasetInfo
+from unified.structures import DatasetInfo
 
 
 class MultiTaskDataset(Dataset):
-    """Images with boxes, identities and image-level labels, augmented for training or letterboxed.
+    """Images with their labels of every kind, augmented for training or letterboxed.
 
     Args:
         records: The images (from :func:`unified.data.load_dataset_yaml`).
@@ -66,8 +68,8 @@ class MultiTaskDataset(Dataset):
             hyp = AugmentConfig()
         self.hyp = hyp if isinstance(hyp, AugmentConfig) else AugmentConfig.from_hyp(hyp)
         self.info = info
-        self.nc = len(info.class_names)
-        self.num_labels = len(info.image_label_names)
+        #: Every kind a sample holds: those of the dataset info and of any record.
+        self.kinds = kind_order(set(info.label_kinds).union(*(r.label_kinds for r in self.records)))
         # Mosaic and mixup partners come from images with the same label kinds (see augment module).
         groups: dict[frozenset[str], list[int]] = defaultdict(list)
         for index, record in enumerate(self.records):
@@ -97,7 +99,7 @@ class MultiTaskDataset(Dataset):
         return np.array(image)  # a writable copy, not a view of PIL's buffer
 
     def load_piece(self, index: int) -> tuple[Piece, float]:
-        """The record's image resized so its longer side is ``img_size``, with boxes in its pixels.
+        """The record's image resized so its longer side is ``img_size``, with its labels in its pixels.
 
         Returns:
             The piece and the resize gain.
@@ -105,15 +107,8 @@ class MultiTaskDataset(Dataset):
         record = self.records[index]
         image = self._cache[index] if self._cache is not None else self._decode(index)
         h, w = image.shape[:2]
-        scale = np.array([w / record.width, h / record.height] * 2)
-        piece = Piece(
-            image=image,
-            boxes=record.boxes.astype(np.float64) * scale,
-            classes=record.classes,
-            identities=record.identities,
-            labels=record.image_labels,
-            has_boxes="boxes" in record.label_kinds,
-        )
+        scale = np.diag([w / record.width, h / record.height, 1.0])
+        piece = Piece(image=image, labels=aug.transform_labels(record.labels, scale))
         return piece, self.img_size / max(record.width, record.height)
 
     # ------------------------------------------------------------------------------------- sampling
@@ -142,7 +137,7 @@ class MultiTaskDataset(Dataset):
     def _mosaic(self, indices: Sequence[int], rng: np.random.Generator) -> Augmented:
         order = rng.permutation(4)  # the main image lands in any quadrant
         pieces = [self.load_piece(indices[i])[0] for i in order]
-        return aug.mosaic(pieces, self.hyp, rng, self.img_size, self.nc)
+        return aug.mosaic(pieces, self.hyp, rng, self.img_size, self.info)
 
     def _train_sample(self, index: int, rng: np.random.Generator) -> Augmented:
         if rng.random() < self.hyp.mosaic:
@@ -152,7 +147,7 @@ class MultiTaskDataset(Dataset):
                 second = self._partners(index, 4, rng, exclude=first)
                 sample = aug.mixup(sample, self._mosaic(second, rng), rng)
         else:
-            sample = aug.single(self.load_piece(index)[0], self.hyp, rng, self.img_size, self.nc)
+            sample = aug.single(self.load_piece(index)[0], self.hyp, rng, self.img_size, self.info)
         return aug.photometric_and_flips(sample, self.hyp, rng)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -163,13 +158,7 @@ class MultiTaskDataset(Dataset):
         else:
             piece, ratio = self.load_piece(index)
             piece, pad = aug.letterbox(piece, self.img_size)
-            sample = Augmented(
-                aug.to_tensor(piece.image),
-                piece.boxes,
-                piece.classes,
-                piece.identities,
-                set(piece.labels.tolist()),
-            )
+            sample = Augmented(aug.to_tensor(piece.image), piece.labels)
         meta = {
             "image_id": record.image_id,
             "path": record.path,
@@ -184,26 +173,16 @@ class MultiTaskDataset(Dataset):
         return self._to_sample(sample, record, meta)
 
     def _to_sample(self, sample: Augmented, record: ImageRecord, meta: dict[str, Any]) -> dict[str, Any]:
-        w, h = sample.size
-        image = sample.to_uint8()
-        boxes = sample.boxes.astype(np.float64).reshape(-1, 4)
-        targets = np.zeros((len(boxes), 7), dtype=np.float32)
-        if len(boxes):
-            targets[:, 1] = sample.classes
-            targets[:, 2] = (boxes[:, 0] + boxes[:, 2]) / 2 / w
-            targets[:, 3] = (boxes[:, 1] + boxes[:, 3]) / 2 / h
-            targets[:, 4] = (boxes[:, 2] - boxes[:, 0]) / w
-            targets[:, 5] = (boxes[:, 3] - boxes[:, 1]) / h
-            targets[:, 6] = sample.identities
-        labels = torch.zeros(self.num_labels, dtype=torch.float32)
-        if sample.labels:
-            labels[sorted(sample.labels)] = 1.0
-        mask = {kind: kind in record.label_kinds for kind in LABEL_KINDS}
+        boxes = sample.labels.get("boxes")
+        num_instances = label_kind("boxes").count(boxes) if boxes is not None else 0
+        labels = {
+            name: label_kind(name).to_sample(sample.labels.get(name), num_instances, sample.size, self.info)
+            for name in self.kinds
+        }
         return {
-            "image": image,
-            "targets": torch.from_numpy(targets),
-            "image_labels": labels,
-            "label_mask": mask,
+            "image": sample.to_uint8(),
+            "labels": labels,
+            "label_mask": {name: name in record.label_kinds for name in self.kinds},
             "meta": meta,
         }
 
@@ -212,28 +191,36 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack samples into a batch (see ``docs/ARCHITECTURE.md``, "Tensors and batches").
 
     Returns:
-        ``images`` float32 ``(B, 3, H, W)`` in ``[0, 1]``; ``targets`` ``(M, 7)`` with the image index in
-        column 0; ``image_labels`` ``(B, L)``; ``label_mask`` ``{kind: BoolTensor(B)}``; ``meta`` list.
+        ``images`` float32 ``(B, 3, H, W)`` in ``[0, 1]``; one entry per kind of label, as that kind
+        collates it; ``label_mask`` ``{kind: BoolTensor(B)}``; ``meta`` list.
     """
     if not samples:
         raise ValueError("collate needs at least one sample")
     images = torch.stack([s["image"] for s in samples])
     images = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-    targets = []
-    for i, s in enumerate(samples):
-        t = s["targets"].clone()
-        t[:, 0] = i
-        targets.append(t)
-    return {
-        "images": images,
-        "targets": torch.cat(targets) if targets else torch.zeros((0, 7)),
-        "image_labels": torch.stack([s["image_labels"] for s in samples]),
-        "label_mask": {
-            kind: torch.tensor([bool(s["label_mask"][kind]) for s in samples], dtype=torch.bool)
-            for kind in LABEL_KINDS
-        },
-        "meta": [s["meta"] for s in samples],
+    batch: dict[str, Any] = {"images": images}
+    for name in samples[0]["labels"]:
+        batch[name] = label_kind(name).collate([s["labels"][name] for s in samples])
+    batch["label_mask"] = {
+        name: torch.tensor([bool(s["label_mask"][name]) for s in samples], dtype=torch.bool)
+        for name in samples[0]["label_mask"]
     }
+    batch["meta"] = [s["meta"] for s in samples]
+    return batch
+
+
+def batch_to_device(
+    batch: dict[str, Any], device: torch.device, memory_format: torch.memory_format | None = None
+) -> dict[str, Any]:
+    """A batch on ``device``: each kind's entry moved as its kind says, everything else generically
+    (``memory_format`` applies to 4-D float tensors, i.e. the images)."""
+    moved = {}
+    for key, value in batch.items():
+        if key in LABEL_KINDS and key not in RESERVED_NAMES:
+            moved[key] = label_kind(key).to_device(value, device)
+        else:
+            moved[key] = move_to(value, device, memory_format)
+    return moved
 
 
 def seed_worker(worker_id: int, niceness: int = 0) -> None:
@@ -336,4 +323,11 @@ def build_dataloader(
     )
 
 
-__all__ = ["MultiTaskDataset", "build_dataloader", "collate", "iterate_loader", "seed_worker"]
+__all__ = [
+    "MultiTaskDataset",
+    "batch_to_device",
+    "build_dataloader",
+    "collate",
+    "iterate_loader",
+    "seed_worker",
+]

@@ -10,7 +10,7 @@ written)::
     scene_labels: [striped, night, noisy]                # image labels beyond the classes
     parts:
       - name: shapes
-        format: coco                                     # coco | yolo | mot | jde
+        format: coco                                     # coco | yolo | mot | jde | a plugin's
         label_kinds: [boxes, image_labels]
         train: {annotations: shapes/train.json, images: shapes/train}
         val: {annotations: shapes/val.json, images: shapes/val}
@@ -20,7 +20,8 @@ written)::
         train: tracks/train                              # a sequence folder or a folder of sequences
         val: tracks/val
 
-For ``coco`` a split is ``{annotations, images}`` (or only the JSON path: images beside it); for
+``label_kinds`` names registered kinds of label (``unified.data.kinds``; a plugin module listed under
+``plugins:`` may register more, and formats to read them). For ``coco`` a split is ``{annotations, images}`` (or only the JSON path: images beside it); for
 ``yolo`` and ``jde`` an image folder, a ``.txt`` list of images, or a list of those; for ``mot`` a
 folder (or list of folders). An official YOLO data file (``train``, ``val``, ``nc``, ``names``, as
 ``data/coco.yaml``) is accepted as it is: it becomes one ``yolo`` part with ``boxes``.
@@ -34,28 +35,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-import numpy as np
-
-from unified.config import ConfigError, from_dict, read_yaml
-from unified.data.readers import IdentityMap, read_coco, read_jde, read_mot, read_yolo
+from unified.config import ConfigError, check, from_dict, read_yaml
+from unified.data.formats import FORMATS, CocoSplit, PartContext, SplitLocation, check_part_kinds
+from unified.data.kinds import LABEL_KINDS, kind_order, label_kind
+from unified.data.readers import IdentityMap
 from unified.data.records import ImageRecord
 from unified.data.validate import DataError, ProblemLog
-from unified.task import LABEL_KINDS, DatasetInfo
+from unified.registry import RegistryError
+from unified.structures import DatasetInfo
 
 SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class CocoSplit:
-    """A COCO split: the JSON file and the folder its ``file_name`` entries are relative to."""
-
-    annotations: str
-    images: str | None = None
-
-
-SplitLocation = str | list[str] | CocoSplit | None
 
 
 @dataclass
@@ -63,20 +53,29 @@ class PartSpec:
     """One dataset part: a format, the label kinds it provides and a location per split."""
 
     name: str
-    format: Literal["coco", "yolo", "mot", "jde"]
+    format: str
     label_kinds: list[str] = field(default_factory=lambda: ["boxes"])
     train: SplitLocation = None
     val: SplitLocation = None
     test: SplitLocation = None
 
     def __post_init__(self) -> None:
+        # ``check`` names the key, so the loader points at ``parts.<i>.<key>`` and its line.
+        try:
+            fmt = FORMATS.get(self.format)()
+        except RegistryError as exc:
+            check(False, "format", str(exc))
         for kind in self.label_kinds:
-            if kind not in LABEL_KINDS:
-                raise ConfigError(
-                    f"part {self.name!r}: label kind {kind!r} is not one of {list(LABEL_KINDS)}"
-                )
-        if "identities" in self.label_kinds and self.format == "yolo":
-            raise ConfigError(f"part {self.name!r}: the yolo format has no identities (use jde or mot)")
+            check(
+                kind in LABEL_KINDS,
+                "label_kinds",
+                f"label kind {kind!r} is not one of the registered kinds {LABEL_KINDS.names()} "
+                "(a plugin module listed under `plugins:` may register more)",
+            )
+        try:
+            check_part_kinds(fmt, self.label_kinds, self.name)
+        except ConfigError as exc:
+            check(False, "label_kinds", str(exc))
 
 
 @dataclass
@@ -129,20 +128,6 @@ def _from_official_yolo(raw: dict, path: str | Path) -> dict:
     return {"names": [str(n) for n in names], "parts": [part]}
 
 
-def _resolve(base: Path, location: str) -> Path:
-    path = Path(location).expanduser()
-    if path.is_absolute():
-        return path
-    beside = base / path
-    if not beside.exists() and path.exists():
-        return path
-    return beside
-
-
-def _as_list(location: str | list[str]) -> list[str]:
-    return [location] if isinstance(location, str) else list(location)
-
-
 def load_dataset_yaml(
     path: str | Path,
     split: str,
@@ -181,10 +166,6 @@ def load_dataset_yaml(
             continue
         used_parts += 1
         part_records = _read_part(part, location, spec, base, log, identities, check_images)
-        if "image_labels" in part.label_kinds and part.format != "coco":
-            # Formats without explicit image labels: an image's labels are the classes of its boxes.
-            for record in part_records:
-                record.image_labels = np.unique(record.classes)
         if not part_records:
             log.add(
                 "empty_split", f"{path}: part {part.name!r}", f"split {split!r} holds no valid image", "image"
@@ -209,7 +190,7 @@ def load_dataset_yaml(
         class_names=list(spec.names),
         image_label_names=spec.image_label_names,
         num_identities=len(identities),
-        label_kinds=tuple(k for k in LABEL_KINDS if k in kinds),
+        label_kinds=tuple(kind_order(kinds)),
     )
     return records, info
 
@@ -223,47 +204,20 @@ def _read_part(
     identities: IdentityMap,
     check_images: bool,
 ) -> list[ImageRecord]:
-    kinds = list(part.label_kinds)
-    if part.format == "coco":
-        if isinstance(location, CocoSplit):
-            ann = _resolve(base, location.annotations)
-            images = _resolve(base, location.images) if location.images else ann.parent
-        elif isinstance(location, str):
-            ann = _resolve(base, location)
-            images = ann.parent
-        else:
-            raise ConfigError(f"part {part.name!r}: a coco split is {{annotations, images}} or a JSON path")
-        return read_coco(
-            ann,
-            images,
-            spec.names,
-            spec.image_label_names,
-            kinds,
-            log,
-            part=part.name,
-            identities=identities,
-            check_images=check_images,
-        )
-    if isinstance(location, CocoSplit):
-        raise ConfigError(f"part {part.name!r}: {{annotations, images}} is only for the coco format")
-    sources = [_resolve(base, s) for s in _as_list(location)]
-    if part.format == "yolo":
-        return read_yolo(sources, spec.names, kinds, log, part=part.name)
-    if part.format == "jde":
-        return read_jde(sources, spec.names, kinds, log, part=part.name, identities=identities)
-    records = []
-    for source in sources:
-        records.extend(
-            read_mot(
-                source,
-                spec.names,
-                kinds,
-                log,
-                part=part.name,
-                identities=identities,
-                check_images=check_images,
-            )
-        )
+    """One part's records: its format fills what it reads, then kinds it does not read are derived."""
+    fmt = FORMATS.get(part.format)()
+    read_kinds = [k for k in part.label_kinds if fmt.accepts(label_kind(k))]
+    ctx = PartContext(
+        part.name, read_kinds, list(spec.names), spec.image_label_names, base, log, identities, check_images
+    )
+    records = fmt.read(location, ctx)
+    derived = [k for k in kind_order(set(part.label_kinds)) if k not in read_kinds]
+    info = DatasetInfo(list(spec.names), spec.image_label_names)
+    for record in records:
+        for name in derived:
+            value = label_kind(name).derive(record.labels, info)
+            if value is not None:
+                record.labels[name] = value
     return records
 
 

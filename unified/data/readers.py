@@ -7,11 +7,13 @@ caller decides at the end whether that is an error (the default) or a logged ski
 Formats, as read here:
 
 - **COCO JSON**: ``images`` (``id``, ``file_name`` relative to the image folder, ``width``, ``height``),
-  ``annotations`` (``image_id``, ``bbox`` = ``[x, y, w, h]`` pixels, ``category_id``, optional
-  ``track_id``), ``categories`` (``id``, ``name``; matched to the dataset's class names by name).
-  Image-level labels are an extension: ``"labels": ["name", ...]`` in each image entry, names from
-  the dataset's image label names (classes first, then scene labels). ``iscrowd: 1`` regions are not
-  objects and are left out, as the official YOLO converters do.
+  ``annotations`` (``image_id``, ``category_id``, ...), ``categories`` (``id``, ``name``; matched to the
+  dataset's class names by name). What an annotation or image entry holds is read by the kinds of label
+  the part declares (each kind's ``from_coco_annotation`` / ``from_coco_image``): ``bbox`` =
+  ``[x, y, w, h]`` pixels for ``boxes``, ``track_id`` for ``identities``, and the extension
+  ``"labels": ["name", ...]`` in an image entry for ``image_labels`` (names from the dataset's image label
+  names, classes first, then scene labels). A plugin's kind adds its own fields the same way.
+  ``iscrowd: 1`` regions are not objects and are left out, as the official YOLO converters do.
 - **YOLO txt** (the layout of the official ``data/coco.yaml``): one ``labels/.../NAME.txt`` beside
   ``images/.../NAME.jpg`` (the last ``images`` folder of the path becomes ``labels``), rows
   ``class xc yc w h`` normalised to the image; no label file means an image without objects.
@@ -34,11 +36,14 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from unified.data.kinds import INVALID, kind_order, label_kind
+from unified.data.kinds.boxes import Boxes
 from unified.data.records import ImageRecord
 from unified.data.validate import ProblemLog, check_box, check_image, is_integer_value
 
@@ -78,17 +83,41 @@ def _record(
     label_kinds: Iterable[str],
     **extra: Any,
 ) -> ImageRecord:
-    boxes = np.stack([r[0] for r in rows]) if rows else np.zeros((0, 4), np.float32)
-    return ImageRecord(
-        path=str(path),
-        width=size[0],
-        height=size[1],
-        boxes=boxes,
-        classes=[r[1] for r in rows],
-        identities=[r[2] for r in rows],
-        label_kinds=frozenset(label_kinds),
-        **extra,
-    )
+    """A record from ``(box, class, identity)`` rows, holding the row kinds the part declares."""
+    kinds = set(label_kinds)
+    labels: dict[str, Any] = {}
+    if "boxes" in kinds:
+        boxes = np.stack([r[0] for r in rows]) if rows else np.zeros((0, 4), np.float32)
+        labels["boxes"] = Boxes(boxes.astype(np.float32), [r[1] for r in rows])
+        if "identities" in kinds:
+            labels["identities"] = np.array([r[2] for r in rows], dtype=np.int64)
+    return ImageRecord(path=str(path), width=size[0], height=size[1], labels=labels, **extra)
+
+
+@dataclass
+class ReadContext:
+    """What a kind's COCO hooks need while one file is read.
+
+    Attributes:
+        log: Where problems go.
+        part: Name of the dataset part (the scope of its identities).
+        identities: The split's identity allocator.
+        class_index: Class name to index.
+        label_index: Image label name to index.
+        categories: COCO category id to name.
+        size: ``(width, height)`` of the image being read.
+        image_state: Scratch space for the image being read (e.g. the identities seen in it), emptied
+            for every image.
+    """
+
+    log: ProblemLog
+    part: str = ""
+    identities: IdentityMap = field(default_factory=lambda: IdentityMap())
+    class_index: dict[str, int] = field(default_factory=dict)
+    label_index: dict[str, int] = field(default_factory=dict)
+    categories: dict[Any, str] = field(default_factory=dict)
+    size: tuple[int, int] = (0, 0)
+    image_state: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------- COCO
@@ -123,7 +152,6 @@ def read_coco(
     Returns:
         One record per valid image, in the file's order.
     """
-    identities = identities if identities is not None else IdentityMap()
     try:
         data = json.loads(Path(ann_file).read_text())
     except (OSError, ValueError) as exc:
@@ -132,17 +160,46 @@ def read_coco(
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         log.add("bad_file", str(ann_file), "not a COCO file: no 'images' list", skips="image")
         return []
-    class_index = {name: i for i, name in enumerate(class_names)}
-    label_index = {name: i for i, name in enumerate(image_label_names)}
+    ctx = ReadContext(
+        log,
+        part,
+        identities if identities is not None else IdentityMap(),
+        {name: i for i, name in enumerate(class_names)},
+        {name: i for i, name in enumerate(image_label_names)},
+        _coco_categories(data, ann_file, log),
+    )
+    images = _coco_images(data, ann_file, log)
+    per_image = _coco_annotations_by_image(data, ann_file, images, log)
+    kinds = kind_order(set(label_kinds))
+    records = []
+    for image_id, (i, entry) in images.items():
+        where = f"{ann_file}: images[{i}] (id {image_id}, {entry['file_name']})"
+        path = Path(image_dir) / str(entry["file_name"])
+        expected = None
+        if is_integer_value(entry.get("width")) and is_integer_value(entry.get("height")):
+            expected = (int(entry["width"]), int(entry["height"]))
+        size = check_image(path, where, log, expected) if check_images or expected is None else expected
+        if size is None:
+            continue
+        ctx.size, ctx.image_state = size, {}
+        labels = _coco_labels(entry, where, per_image.get(image_id, []), kinds, ctx)
+        records.append(
+            ImageRecord(str(path), size[0], size[1], labels, part=part, source_id=_int_or(image_id, -1))
+        )
+    return records
+
+
+def _coco_categories(data: dict, ann_file: Path, log: ProblemLog) -> dict[Any, str]:
     categories: dict[Any, str] = {}
     for i, cat in enumerate(data.get("categories") or []):
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
             log.add("bad_file", f"{ann_file}: categories[{i}]", "a category needs 'id' and 'name'")
             continue
         categories[cat["id"]] = str(cat["name"])
-    wants_ids = "identities" in label_kinds
-    wants_labels = "image_labels" in label_kinds
+    return categories
 
+
+def _coco_images(data: dict, ann_file: Path, log: ProblemLog) -> dict[Any, tuple[int, dict]]:
     images: dict[Any, tuple[int, dict]] = {}
     for i, entry in enumerate(data["images"]):
         where = f"{ann_file}: images[{i}]"
@@ -153,7 +210,12 @@ def read_coco(
             log.add("bad_file", where, f"image id {entry['id']} appears twice", skips="image")
             continue
         images[entry["id"]] = (i, entry)
+    return images
 
+
+def _coco_annotations_by_image(
+    data: dict, ann_file: Path, images: dict[Any, tuple[int, dict]], log: ProblemLog
+) -> dict[Any, list[tuple[str, dict]]]:
     per_image: dict[Any, list[tuple[str, dict]]] = defaultdict(list)
     for j, ann in enumerate(data.get("annotations") or []):
         ident = ann.get("id", None) if isinstance(ann, dict) else None
@@ -163,108 +225,39 @@ def read_coco(
             log.add("bad_row", where, f"refers to image id {image_id!r}, which is not in 'images'")
             continue
         per_image[ann["image_id"]].append((where, ann))
+    return per_image
 
-    records = []
-    for image_id, (i, entry) in images.items():
-        where = f"{ann_file}: images[{i}] (id {image_id}, {entry['file_name']})"
-        path = Path(image_dir) / str(entry["file_name"])
-        expected = None
-        if is_integer_value(entry.get("width")) and is_integer_value(entry.get("height")):
-            expected = (int(entry["width"]), int(entry["height"]))
-        if check_images or expected is None:
-            size = check_image(path, where, log, expected)
-            if size is None:
-                continue
+
+def _coco_labels(
+    entry: dict, where: str, annotations: list[tuple[str, dict]], kinds: list[str], ctx: ReadContext
+) -> dict[str, Any]:
+    """One image's labels: every per-instance kind reads each annotation (one that any kind rejects is
+    left out whole), then every per-image kind reads the image entry (a rejected one: kind unknown)."""
+    instance_kinds = [k for k in kinds if label_kind(k).coco_field == "annotation"]
+    items: dict[str, list[Any]] = {k: [] for k in instance_kinds}
+    for ann_where, ann in annotations if instance_kinds else []:
+        if ann.get("iscrowd", 0):
+            continue
+        values = {}
+        for name in instance_kinds:
+            value = label_kind(name).from_coco_annotation(ann, ann_where, ctx)
+            if value is INVALID:
+                break
+            values[name] = value
         else:
-            size = expected
-        rows: list[tuple[np.ndarray, int, int]] = []
-        if "boxes" in label_kinds:
-            seen_ids: set[int] = set()
-            for ann_where, ann in per_image.get(image_id, []):
-                if ann.get("iscrowd", 0):
-                    continue
-                row = _coco_annotation(ann, ann_where, size, categories, class_index, log)
-                if row is None:
-                    continue
-                box, cls = row
-                identity = -1
-                if wants_ids:
-                    raw = ann.get("track_id")
-                    if raw is not None and raw != -1:
-                        if not is_integer_value(raw) or raw < 0:
-                            log.add("invalid_identity", ann_where, f"track_id {raw!r} is not an integer >= 0")
-                            continue
-                        if int(raw) in seen_ids:
-                            log.add(
-                                "invalid_identity", ann_where, f"track_id {raw} appears twice in one image"
-                            )
-                            continue
-                        seen_ids.add(int(raw))
-                        identity = identities.lookup(part, int(raw))
-                rows.append((box, cls, identity))
-        kinds = set(label_kinds)
-        labels: list[int] = []
-        if wants_labels:
-            raw_labels = entry.get("labels")
-            if raw_labels is None:
-                # No explicit image labels: they are the set of classes of the image's boxes.
-                labels = [int(cls) for _, cls, _ in rows]
-            elif not isinstance(raw_labels, list):
-                log.add(
-                    "missing_labels", where, f"'labels' must be a list of label names, got {raw_labels!r}"
-                )
-                kinds.discard("image_labels")
-            else:
-                for name in raw_labels:
-                    if name not in label_index:
-                        log.add(
-                            "unknown_label",
-                            where,
-                            f"image label {name!r} is not one of {list(image_label_names)}",
-                        )
-                        continue
-                    labels.append(label_index[name])
-        record = _record(path, size, rows, kinds, part=part, source_id=_int_or(image_id, -1))
-        record.image_labels = np.array(sorted(set(labels)), dtype=np.int64)
-        records.append(record)
-    return records
+            for name, value in values.items():
+                items[name].append(value)
+    labels = {name: label_kind(name).stack(items[name]) for name in instance_kinds}
+    for name in kinds:
+        if label_kind(name).coco_field == "image":
+            value = label_kind(name).from_coco_image(entry, where, labels, ctx)
+            if value is not INVALID:
+                labels[name] = value
+    return labels
 
 
 def _int_or(value: Any, default: int) -> int:
     return int(value) if is_integer_value(value) else default
-
-
-def _coco_annotation(
-    ann: dict,
-    where: str,
-    size: tuple[int, int],
-    categories: dict[Any, str],
-    class_index: dict[str, int],
-    log: ProblemLog,
-) -> tuple[np.ndarray, int] | None:
-    category = ann.get("category_id")
-    if category not in categories:
-        log.add("unknown_class", where, f"category_id {category!r} is not in 'categories'")
-        return None
-    name = categories[category]
-    if name not in class_index:
-        log.add(
-            "unknown_class", where, f"category {name!r} (id {category}) is not one of {list(class_index)}"
-        )
-        return None
-    bbox = ann.get("bbox")
-    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-        log.add("bad_row", where, f"bbox {bbox!r} is not a list of 4 numbers [x, y, w, h]")
-        return None
-    x, y, w, h = (float(v) for v in bbox)
-    box = check_box((x, y, x + w, y + h), size[0], size[1], where, log)
-    if box is None:
-        return None
-    return box, class_index[name]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # ------------------------------------------------------------------------------------------ YOLO/JDE
@@ -599,6 +592,7 @@ def _parse_mot_gt(
 __all__ = [
     "IMAGE_SUFFIXES",
     "IdentityMap",
+    "ReadContext",
     "find_sequences",
     "label_path_for",
     "list_images",

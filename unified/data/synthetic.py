@@ -41,10 +41,13 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
 from PIL import Image, ImageDraw
+
+from unified.config import check
 
 CLASS_NAMES = ("ellipse", "rectangle", "triangle", "star", "cross")
 SCENE_LABELS = ("striped", "night", "noisy")
@@ -59,9 +62,10 @@ _SPLIT_CODE = {"train": 0, "val": 1}
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Parameters of a synthetic world.
+    """Parameters of a synthetic world; also the ``synthetic:`` section of an experiment YAML.
 
     Attributes:
+        out: Folder the world is written to (not a generator parameter: a moved world is still the same).
         images: Training still images.
         val_images: Validation still images.
         sequences: Training video sequences.
@@ -71,6 +75,7 @@ class SyntheticConfig:
         seed: Seed of everything.
     """
 
+    out: str = "data/synthetic"
     images: int = 600
     val_images: int = 100
     sequences: int = 4
@@ -80,13 +85,22 @@ class SyntheticConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.size < 64:
-            raise ValueError(f"size must be at least 64 pixels, got {self.size}")
+        # Keys relative to this section: the config loader prefixes them (``synthetic.size``).
+        check(bool(self.out), "out", "must name a folder")
+        check(self.size >= 64, "size", f"must be at least 64 pixels, got {self.size}")
         for name in ("images", "val_images", "sequences", "val_sequences", "frames"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.frames < 1 and (self.sequences or self.val_sequences):
-            raise ValueError("frames must be >= 1 when sequences are requested")
+            check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        check(
+            self.frames >= 1 or not (self.sequences or self.val_sequences),
+            "frames",
+            "must be >= 1 when sequences are requested",
+        )
+
+    def params(self) -> dict[str, Any]:
+        """The generator parameters (everything but ``out``): what a cached world is recognised by."""
+        params = asdict(self)
+        del params["out"]
+        return params
 
 
 # ------------------------------------------------------------------------------------------ drawing
@@ -548,7 +562,7 @@ def _dataset_yaml(cfg: SyntheticConfig) -> str:
 
 
 def _manifest(cfg: SyntheticConfig) -> dict:
-    return {"generator": "unified.data.synthetic", "format_version": FORMAT_VERSION, "params": asdict(cfg)}
+    return {"generator": "unified.data.synthetic", "format_version": FORMAT_VERSION, "params": cfg.params()}
 
 
 def is_complete(out_dir: str | Path, cfg: SyntheticConfig) -> bool:
@@ -579,10 +593,20 @@ def make_synthetic(
     refused.
 
     Raises:
+        ConfigError: for a bad parameter (naming it, as the ``synthetic:`` section would).
         FileExistsError: when ``out_dir`` holds something that is not a synthetic world.
     """
-    cfg = SyntheticConfig(images, val_images, sequences, val_sequences, frames, size, seed)
     out = Path(out_dir)
+    cfg = SyntheticConfig(
+        out=str(out),
+        images=images,
+        val_images=val_images,
+        sequences=sequences,
+        val_sequences=val_sequences,
+        frames=frames,
+        size=size,
+        seed=seed,
+    )
     target = out / "dataset.yaml"
     if is_complete(out, cfg):
         return target

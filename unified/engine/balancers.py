@@ -5,21 +5,87 @@ learnable weights (uncertainty log-variances, GradNorm weights) are model parame
 across ranks like every other parameter. The trainer calls the same three methods on every balancer:
 ``forward`` (combine), ``backward`` (usually ``total.backward()``) and ``epoch_end``; it never asks which
 balancer it has.
+
+A balancer's options (``balancer.options`` in the experiment YAML) are a dataclass named by its
+``options_class``: :func:`build_balancer` validates the YAML mapping into it with
+:func:`unified.config.from_dict`, so an unknown or mistyped option is a ``ConfigError`` naming
+``balancer.options.<key>``, like every other section. They are checked when the run starts, not when the
+experiment is loaded, because a plugin listed under ``plugins:`` may register the balancer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from unified.config import ConfigError
+from unified.config import ConfigError, check, from_dict
 from unified.registry import Registry
 
 BALANCERS: Registry[type[Balancer]] = Registry("balancer")
+
+
+@dataclass
+class BalancerOptions:
+    """Options of a balancer that takes none; balancers with options subclass it (any dataclass works)."""
+
+
+@dataclass
+class UncertaintyOptions(BalancerOptions):
+    """Options of :class:`UncertaintyBalancer`.
+
+    Attributes:
+        init_log_var: Starting log-variance ``s`` of every task (0: every task starts at weight 1).
+    """
+
+    init_log_var: float = 0.0
+
+    def __post_init__(self) -> None:
+        check(math.isfinite(self.init_log_var), "init_log_var", f"must be finite, got {self.init_log_var}")
+
+
+@dataclass
+class DWAOptions(BalancerOptions):
+    """Options of :class:`DWABalancer`.
+
+    Attributes:
+        temperature: Softmax temperature; larger values make the weights more equal.
+    """
+
+    temperature: float = 2.0
+
+    def __post_init__(self) -> None:
+        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+
+
+@dataclass
+class GradNormOptions(BalancerOptions):
+    """Options of :class:`GradNormBalancer`.
+
+    Attributes:
+        alpha: Strength of the pull towards equal training rates (0: equal gradient norms only).
+    """
+
+    alpha: float = 1.5
+
+    def __post_init__(self) -> None:
+        check(0 <= self.alpha < math.inf, "alpha", f"must be >= 0 and finite, got {self.alpha}")
+
+
+@dataclass
+class SeedOptions(BalancerOptions):
+    """Options of the balancers that draw random numbers (``pcgrad``, ``rlw``).
+
+    Attributes:
+        seed: Seed of the balancer's own generator (independent of the training seed).
+    """
+
+    seed: int = 0
 
 
 class Balancer(nn.Module):
@@ -28,19 +94,33 @@ class Balancer(nn.Module):
     Args:
         tasks: Task names, in model order.
         weights: Optional fixed starting weight per task (default 1.0).
+        options: An instance of ``options_class`` (default: its defaults).
     """
 
     #: True when the balancer back-propagates each task separately (costs one backward pass per task).
     needs_task_gradients: ClassVar[bool] = False
+    #: The dataclass ``balancer.options`` is validated into; a subclass with options sets its own.
+    options_class: ClassVar[type] = BalancerOptions
 
-    def __init__(self, tasks: Sequence[str], weights: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, tasks: Sequence[str], weights: dict[str, float] | None = None, options: Any = None
+    ) -> None:
         super().__init__()
+        if options is None:
+            options = self.options_class()
+        if not isinstance(options, self.options_class):
+            raise TypeError(
+                f"{type(self).__name__} takes a {self.options_class.__name__} as options, got "
+                f"{type(options).__name__} (build_balancer turns a mapping into one)"
+            )
+        self.options = options
         self.tasks = list(tasks)
         weights = weights or {}
         unknown = sorted(set(weights) - set(self.tasks))
         if unknown:
-            raise ValueError(
-                f"balancer weights name tasks that are not enabled: {unknown}; enabled: {self.tasks}"
+            raise ConfigError(
+                f"key 'balancer.weights': weights for tasks that are not enabled: {unknown}; "
+                f"enabled: {self.tasks}"
             )
         self.register_buffer(
             "base_weights", torch.tensor([float(weights.get(t, 1.0)) for t in self.tasks]), persistent=True
@@ -92,11 +172,17 @@ class UncertaintyBalancer(Balancer):
     they are excluded from weight decay.
     """
 
+    options_class = UncertaintyOptions
+    options: UncertaintyOptions
+
     def __init__(
-        self, tasks: Sequence[str], weights: dict[str, float] | None = None, init_log_var: float = 0.0
-    ):
-        super().__init__(tasks, weights)
-        self.log_vars = nn.Parameter(torch.full((len(self.tasks),), float(init_log_var)))
+        self,
+        tasks: Sequence[str],
+        weights: dict[str, float] | None = None,
+        options: UncertaintyOptions | None = None,
+    ) -> None:
+        super().__init__(tasks, weights, options)
+        self.log_vars = nn.Parameter(torch.full((len(self.tasks),), float(self.options.init_log_var)))
 
     def forward(self, task_losses: dict[str, torch.Tensor]) -> torch.Tensor:
         losses = self.base_weights * self.stacked(task_losses)
@@ -115,13 +201,13 @@ class DWABalancer(Balancer):
     loss over the last two epochs; weights are 1 for the first two epochs.
     """
 
+    options_class = DWAOptions
+    options: DWAOptions
+
     def __init__(
-        self, tasks: Sequence[str], weights: dict[str, float] | None = None, temperature: float = 2.0
-    ):
-        super().__init__(tasks, weights)
-        if temperature <= 0:
-            raise ValueError(f"dwa temperature must be > 0, got {temperature}")
-        self.temperature = temperature
+        self, tasks: Sequence[str], weights: dict[str, float] | None = None, options: DWAOptions | None = None
+    ) -> None:
+        super().__init__(tasks, weights, options)
         self.register_buffer("history", torch.zeros(2, len(self.tasks)))
         self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))
         self.register_buffer("dynamic", torch.ones(len(self.tasks)))
@@ -139,7 +225,7 @@ class DWABalancer(Balancer):
         self.epochs_seen += 1
         if int(self.epochs_seen) >= 2:
             ratio = self.history[1] / self.history[0].clamp_min(1e-12)
-            self.dynamic.copy_(len(self.tasks) * torch.softmax(ratio / self.temperature, dim=0))
+            self.dynamic.copy_(len(self.tasks) * torch.softmax(ratio / self.options.temperature, dim=0))
 
 
 @BALANCERS.register("gradnorm")
@@ -153,9 +239,16 @@ class GradNormBalancer(Balancer):
     all-reduced by DDP. Weights are renormalised to sum to the number of tasks after every step.
     """
 
-    def __init__(self, tasks: Sequence[str], weights: dict[str, float] | None = None, alpha: float = 1.5):
-        super().__init__(tasks, weights)
-        self.alpha = alpha
+    options_class = GradNormOptions
+    options: GradNormOptions
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        weights: dict[str, float] | None = None,
+        options: GradNormOptions | None = None,
+    ) -> None:
+        super().__init__(tasks, weights, options)
         self.task_weights = nn.Parameter(self.base_weights.clone())
         self.register_buffer("initial_losses", torch.zeros(len(self.tasks)))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
@@ -185,7 +278,7 @@ class GradNormBalancer(Balancer):
         grad_norms = torch.stack(norms).detach()
         ratios = losses.detach() / self.initial_losses.clamp_min(1e-12)
         relative = ratios / ratios.mean().clamp_min(1e-12)
-        target = (weights.detach() * grad_norms).mean() * relative.pow(self.alpha)
+        target = (weights.detach() * grad_norms).mean() * relative.pow(self.options.alpha)
         gradnorm_loss = (weights * grad_norms - target).abs().sum()
         return network_loss + gradnorm_loss
 
@@ -217,10 +310,17 @@ class PCGradBalancer(Balancer):
     """
 
     needs_task_gradients = True
+    options_class = SeedOptions
+    options: SeedOptions
 
-    def __init__(self, tasks: Sequence[str], weights: dict[str, float] | None = None, seed: int = 0):
-        super().__init__(tasks, weights)
-        self._generator = torch.Generator().manual_seed(seed)
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        weights: dict[str, float] | None = None,
+        options: SeedOptions | None = None,
+    ) -> None:
+        super().__init__(tasks, weights, options)
+        self._generator = torch.Generator().manual_seed(self.options.seed)
 
     def backward(self, total: torch.Tensor, task_losses: dict[str, torch.Tensor]) -> None:
         if not self._all_params:
@@ -286,9 +386,17 @@ class PCGradBalancer(Balancer):
 class RandomLossWeighting(Balancer):
     """Random loss weighting (Lin et al., TMLR 2022): weights drawn from softmax(N(0, 1)) every step."""
 
-    def __init__(self, tasks: Sequence[str], weights: dict[str, float] | None = None, seed: int = 0):
-        super().__init__(tasks, weights)
-        self._generator = torch.Generator().manual_seed(seed)
+    options_class = SeedOptions
+    options: SeedOptions
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        weights: dict[str, float] | None = None,
+        options: SeedOptions | None = None,
+    ) -> None:
+        super().__init__(tasks, weights, options)
+        self._generator = torch.Generator().manual_seed(self.options.seed)
         self.register_buffer("last", torch.ones(len(self.tasks)))
 
     def forward(self, task_losses: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -302,16 +410,60 @@ class RandomLossWeighting(Balancer):
         return dict(zip(self.tasks, (self.last * self.base_weights).tolist()))
 
 
-def build_balancer(
-    name: str, tasks: Sequence[str], weights: dict[str, float], options: dict[str, Any]
-) -> Balancer:
-    """Instantiate a registered balancer, turning bad options into a clear error."""
+def balancer_options(
+    name: str, options: Mapping[str, Any] | None = None, *, source: str | None = None
+) -> Any:
+    """Validate ``balancer.options`` against the ``options_class`` of the balancer registered as ``name``.
+
+    Args:
+        name: The registered balancer name (``balancer.name``).
+        options: The YAML mapping, or an ``options_class`` instance (returned as it is).
+        source: Where the options come from (a file name), for error messages.
+
+    Raises:
+        RegistryError: when no balancer is registered as ``name`` (listing those that are).
+        ConfigError: naming ``balancer.options.<key>`` for an unknown key (with the closest valid one), a
+            wrong type or a bad value.
+    """
     cls = BALANCERS.get(name)
-    try:
-        return cls(tasks, weights, **options)
-    except (TypeError, ValueError) as exc:
-        # A ConfigError (a ValueError) so that the command line reports it as a config mistake.
-        raise ConfigError(
-            f"balancer {name!r}: bad option in key 'balancer.options' {sorted(options)} or weight in key "
-            f"'balancer.weights' {sorted(weights)}: {exc}"
-        ) from None
+    if isinstance(options, cls.options_class):
+        return options
+    return from_dict(cls.options_class, options or {}, source=source, prefix="balancer.options")
+
+
+def build_balancer(
+    name: str,
+    tasks: Sequence[str],
+    weights: Mapping[str, float] | None = None,
+    options: Mapping[str, Any] | None = None,
+    *,
+    source: str | None = None,
+) -> Balancer:
+    """Instantiate a registered balancer from its config section (``balancer.name/weights/options``).
+
+    Raises:
+        RegistryError: when no balancer is registered as ``name``.
+        ConfigError: for a bad option (see :func:`balancer_options`) or a weight for a task that is not
+            enabled.
+    """
+    cls = BALANCERS.get(name)
+    return cls(tasks, dict(weights or {}), balancer_options(name, options, source=source))
+
+
+__all__ = [
+    "BALANCERS",
+    "Balancer",
+    "BalancerOptions",
+    "DWABalancer",
+    "DWAOptions",
+    "FixedBalancer",
+    "GradNormBalancer",
+    "GradNormOptions",
+    "PCGradBalancer",
+    "RandomLossWeighting",
+    "SeedOptions",
+    "UncertaintyBalancer",
+    "UncertaintyOptions",
+    "balancer_options",
+    "build_balancer",
+]

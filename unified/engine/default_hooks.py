@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 import warnings
@@ -14,7 +13,7 @@ from unified.config import to_dict
 from unified.engine.checkpoint import FORMAT, VERSION, CheckpointError, save_atomic
 from unified.engine.distributed import barrier, broadcast_object
 from unified.engine.evaluate import run_evaluation
-from unified.engine.hooks import HOOKS, Hook
+from unified.engine.hooks import Hook
 
 if TYPE_CHECKING:
     from unified.engine.trainer import Trainer
@@ -34,7 +33,6 @@ def _last_epoch(trainer: Trainer) -> bool:
     return trainer.state.epoch + 1 >= trainer.epochs or trainer.state.stop
 
 
-@HOOKS.register("evaluation")
 class EvaluationHook(Hook):
     """Evaluates the EMA model on the validation loader every ``eval.interval`` epochs and at the end.
 
@@ -78,7 +76,6 @@ def checkpoint_payload(trainer: Trainer, run_meta: dict[str, Any]) -> dict[str, 
     }
 
 
-@HOOKS.register("checkpoint")
 class CheckpointHook(Hook):
     """Writes ``weights/best.pt`` when fitness improves, then ``weights/last.pt``, every epoch (rank 0 only).
 
@@ -142,7 +139,6 @@ class CheckpointHook(Hook):
         self.failures = 0
 
 
-@HOOKS.register("logger")
 class LoggerHook(Hook):
     """tqdm progress with per-task losses, TensorBoard scalars every step, ``results.csv`` every epoch."""
 
@@ -229,11 +225,10 @@ class LoggerHook(Hook):
             self.bar.close()
         if self.writer is not None:
             self.writer.close()
-        if trainer.dist.is_main and trainer.state.metrics:
-            write_text_or_warn(self.run_dir / "metrics.json", json.dumps(trainer.state.metrics, indent=2))
+        # metrics.json is not written here: this also runs after a crash or a Ctrl-C, and the run's final
+        # metrics are written by unified.engine.launch once the run has ended.
 
 
-@HOOKS.register("time_budget")
 class TimeBudgetHook(Hook):
     """Fits the run into ``train.time_budget_min``: shortens the schedule, then stops if it must.
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from unified.data.dataset import iterate_loader
+from unified.task import Evaluator
 
 
 def predict(
@@ -47,6 +48,12 @@ def run_evaluation(
     if unknown:
         raise ValueError(f"tasks {unknown} are not in the model (it has {list(model.tasks)})")
     evaluators = {name: model.tasks[name].make_evaluator() for name in names}
+    for name, evaluator in evaluators.items():
+        if not isinstance(evaluator, Evaluator):
+            raise TypeError(
+                f"task {name!r}: make_evaluator() returned a {type(evaluator).__qualname__}, which is not a "
+                "unified.task.Evaluator (subclass it)"
+            )
     iterator: Iterable[dict[str, Any]] = iterate_loader(loader)
     if progress:
         from tqdm import tqdm
@@ -63,9 +70,7 @@ def run_evaluation(
         metrics = {name: evaluator.compute() for name, evaluator in evaluators.items()}
         if plot_dir is not None:
             for evaluator in evaluators.values():
-                save_plots = getattr(evaluator, "save_plots", None)  # optional part of the evaluator protocol
-                if save_plots is not None:
-                    save_plots(Path(plot_dir))
+                evaluator.save_plots(Path(plot_dir))
         return metrics
     finally:
         model.train(was_training)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from unified.config import ConfigError, check, load_config
 from unified.data.augment import AugmentConfig
+from unified.data.synthetic import SyntheticConfig
 
 
 @dataclass
@@ -42,7 +43,12 @@ class OptimConfig:
 
 @dataclass
 class BalancerConfig:
-    """How task losses are combined: a registered balancer, fixed starting weights and its options."""
+    """How task losses are combined: a registered balancer, fixed starting weights and its options.
+
+    ``options`` is kept as written and validated into the balancer's ``options_class`` by
+    ``unified.engine.balancers.build_balancer`` when the run starts: the balancer may come from a plugin
+    that is imported only then. Unknown keys are errors there, named ``balancer.options.<key>``.
+    """
 
     name: str = "fixed"
     weights: dict[str, float] = field(default_factory=dict)
@@ -59,20 +65,6 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check(self.interval >= 0, "eval.interval", "must be >= 0 (0: only after the last epoch)")
         check(self.batch_size >= 0, "eval.batch_size", "must be >= 0")
-
-
-@dataclass
-class SyntheticConfig:
-    """Generate the built-in synthetic world into ``out`` (cached) before training."""
-
-    out: str = "data/synthetic"
-    images: int = 600
-    val_images: int = 100
-    sequences: int = 4
-    val_sequences: int = 2
-    frames: int = 60
-    size: int = 256
-    seed: int = 0
 
 
 @dataclass
@@ -125,7 +117,7 @@ class ExperimentConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    synthetic: SyntheticConfig | None = None
+    synthetic: SyntheticConfig | None = None  # generate the built-in world into `synthetic.out` first
     project: str = "runs/train"
     name: str = "exp"
     exist_ok: bool = False

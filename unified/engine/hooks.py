@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from unified.registry import Registry
-
 if TYPE_CHECKING:
     from unified.engine.trainer import Trainer
 
@@ -27,6 +25,3 @@ class Hook:
     def after_step(self, trainer: Trainer) -> None: ...
 
     def after_train(self, trainer: Trainer) -> None: ...
-
-
-HOOKS: Registry[type[Hook]] = Registry("hook", default_modules=("unified.engine.default_hooks",))

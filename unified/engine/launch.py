@@ -15,7 +15,7 @@ from torch import nn
 
 from unified.config import ConfigError, dump_yaml, from_dict
 from unified.data import MultiTaskDataset, build_dataloader, load_dataset_yaml
-from unified.engine.balancers import build_balancer
+from unified.engine.balancers import balancer_options, build_balancer
 from unified.engine.checkpoint import CheckpointError, load_safe, require_format
 from unified.engine.default_hooks import (
     CheckpointHook,
@@ -127,19 +127,44 @@ def load_pretrained(model: nn.Module, path: str) -> list[str]:
     return skipped
 
 
-def print_metrics_table(metrics: dict[str, dict[str, float]]) -> str:
-    """One row per task with its headline metrics."""
-    headline = ("AP", "AP50", "AP75", "mAP", "F1", "TPR@FAR=0.01", "MOTA", "IDF1", "IDs")
-    lines = [f"{'task':<8} " + " ".join(f"{h:>12}" for h in headline)]
+def print_metrics_table(metrics: dict[str, dict[str, Any]], width: int = 100) -> str:
+    """Every task's own metrics: per task a row of names over a row of values, wrapped at ``width``.
+
+    The names come from each task's evaluator, so a plugin task's metrics print as the built-in ones do.
+    Per-class breakdowns (keys with a ``/``, such as ``AP/person``) are left to ``metrics.json``: with
+    80 classes they would bury the summary.
+    """
+    label = max([len("task"), *map(len, metrics)])
+    lines = []
     for task, values in metrics.items():
-        cells = []
-        for h in headline:
-            v = values.get(h)
-            cells.append(
-                f"{'-':>12}" if v is None else (f"{v:>12d}" if isinstance(v, int) else f"{v:>12.4f}")
-            )
-        lines.append(f"{task:<8} " + " ".join(cells))
+        cells = [(k, _metric_text(v)) for k, v in values.items() if "/" not in k]
+        rows: list[list[tuple[str, str]]] = [[]]
+        used = label
+        for name, text in cells:
+            size = max(len(name), len(text)) + 2
+            if rows[-1] and used + size > width:
+                rows.append([])
+                used = label
+            rows[-1].append((name, text))
+            used += size
+        for i, row in enumerate(rows):
+            first = task if i == 0 else ""
+            sizes = [max(len(n), len(t)) for n, t in row]
+            lines.append(f"{first:<{label}}" + "".join(f"  {n:>{w}}" for (n, _), w in zip(row, sizes)))
+            lines.append(f"{'':<{label}}" + "".join(f"  {t:>{w}}" for (_, t), w in zip(row, sizes)))
     return "\n".join(lines)
+
+
+def _metric_text(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:d}" if isinstance(value, int) else f"{value:.4f}"
+
+
+def metrics_json(metrics: dict[str, dict[str, Any]]) -> str:
+    """``metrics`` as JSON text, an undefined metric (``nan``) written as ``null`` (docs/ARCHITECTURE.md)."""
+    clean = json.loads(json.dumps(metrics), parse_constant=lambda _: None)
+    return json.dumps(clean, indent=2, allow_nan=False) + "\n"
 
 
 def prepare_synthetic(cfg: ExperimentConfig, dist_info: DistInfo) -> None:
@@ -195,6 +220,7 @@ def _run(
             raise ConfigError(f"key 'task_options.{name}': task {name!r} is not enabled (enabled: {tasks})")
         # Checked here, before any data is read, under the key the user wrote (task_options.<task>.<key>).
         from_dict(TASKS.get(name).config_class, options, source="experiment", prefix=f"task_options.{name}")
+    balancer_options(cfg.balancer.name, cfg.balancer.options, source="experiment")
     if not cfg.data and cfg.synthetic is not None:
         cfg = dataclasses.replace(cfg, data=str(Path(cfg.synthetic.out) / "dataset.yaml"))
     if not cfg.data:
@@ -312,7 +338,10 @@ def _run(
     metrics = state.metrics
     if dist_info.is_main:
         if metrics:
-            write_text_or_warn(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+            # The one writer of metrics.json: here only a run that ended (finished, stopped by its time
+            # budget or by a hook) writes it; a hook's after_train also runs after a crash or a Ctrl-C and
+            # would leave an interval evaluation looking like the run's result.
+            write_text_or_warn(run_dir / "metrics.json", metrics_json(metrics))
             print(print_metrics_table(metrics))
         print(f"results saved to {run_dir}")
     return run_dir, metrics

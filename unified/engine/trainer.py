@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from unified.data.dataset import iterate_loader
+from unified.data.dataset import batch_to_device, iterate_loader
 from unified.engine.balancers import Balancer
 from unified.engine.distributed import DistInfo, all_reduce_sum
 from unified.engine.experiment import ExperimentConfig
@@ -58,13 +57,6 @@ class TrainState:
 
     def epoch_means(self) -> dict[str, float]:
         return {k: v / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
-
-
-def to_float_images(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    """Move a batch of uint8 (0–255) or float (0–1) images to ``device`` as float in [0, 1]."""
-    images = images.to(device, non_blocking=True)
-    images = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -131,16 +123,8 @@ class TrainingModule(nn.Module):
     def forward(
         self, batch: dict[str, Any]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
-        outputs = self.model(batch["images"])
-        context: dict[str, Any] = {}
-        terms: dict[str, dict[str, torch.Tensor]] = {}
-        task_totals: dict[str, torch.Tensor] = {}
-        for name, task in self.model.tasks.items():
-            task_terms = task.loss(outputs, batch, context)
-            if not task_terms:
-                raise RuntimeError(f"task {name!r} returned no loss terms")
-            terms[name] = {k: v.float() for k, v in task_terms.items()}
-            task_totals[name] = torch.stack(list(terms[name].values())).sum()
+        terms = self.model.losses(batch)
+        task_totals = {name: torch.stack(list(t.values())).sum() for name, t in terms.items()}
         total = self.balancer(task_totals)
         return total, task_totals, terms
 
@@ -384,13 +368,8 @@ class Trainer:
         self._apply_schedule()
         for hook in self.hooks:
             hook.before_step(self)
-        batch = dict(batch)
-        batch["images"] = to_float_images(batch["images"], self.device, self.cfg.train.channels_last)
-        batch["targets"] = batch["targets"].to(self.device, non_blocking=True)
-        batch["image_labels"] = batch["image_labels"].to(self.device, non_blocking=True)
-        batch["label_mask"] = {
-            k: v.to(self.device, non_blocking=True) for k, v in batch["label_mask"].items()
-        }
+        memory_format = torch.channels_last if self.cfg.train.channels_last else None
+        batch = batch_to_device(batch, self.device, memory_format)
 
         # A balancer that back-propagates per task reduces gradients itself, so DDP must not expect a backward.
         no_sync = self.dist.enabled and self.balancer.needs_task_gradients
@@ -560,7 +539,3 @@ class Trainer:
             np.random.set_state(tuple(np_state))
             py_state = random.getstate()
             random.setstate((py_state[0], tuple(int(v) for v in rng["python"]), py_state[2]))
-
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()

@@ -120,9 +120,7 @@ def iter_frames(source: str | Path) -> Iterator[Frame]:
 
 def prepare(frame: Frame, img_size: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """The letterboxed ``(3, img_size, img_size)`` float image in ``[0, 1]`` and its batch ``meta``."""
-    empty = np.zeros((0, 4))
-    none = np.zeros(0, dtype=np.int64)
-    piece = aug.Piece(np.ascontiguousarray(frame.image), empty, none, none, none, False)
+    piece = aug.Piece(np.ascontiguousarray(frame.image))
     piece, ratio = aug.resize_long_side(piece, img_size)
     piece, pad = aug.letterbox(piece, img_size)
     height, width = frame.image.shape[:2]

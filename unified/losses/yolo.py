@@ -12,12 +12,14 @@ needs to reduce gradients.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from unified.config import check
 from unified.losses.assign import YoloAssigner, YoloAssignment
 from unified.losses.iou import bbox_ciou
 
@@ -41,6 +43,10 @@ _WH_EPS = 1e-6
 class DetectionLossConfig:
     """Hyper-parameters of :class:`YoloDetectionLoss`; defaults are the official ``hyp.scratch.640.yaml``.
 
+    A config dataclass like any other: :func:`unified.config.from_dict` fills it from YAML and its checks
+    name keys relative to where it sits (``task_options.detect.anchor_t`` when a task config inherits
+    it, ``...loss.anchor_t`` when a field holds it).
+
     Attributes:
         box: Box (CIoU) loss gain.
         cls: Class loss gain, tuned for 80 classes.
@@ -52,7 +58,8 @@ class DetectionLossConfig:
         fl_alpha: Focal loss alpha (used only when ``fl_gamma > 0``).
         label_smoothing: Class label smoothing epsilon (positives ``1 - eps/2``, negatives ``eps/2``).
         iou_ratio: Objectness target of a positive is ``(1 - iou_ratio) + iou_ratio * CIoU`` (official ``gr``).
-        balance: Per-level objectness weights; empty means the official ones for the number of levels.
+        balance: Per-level objectness weights, finest level first; empty or ``None``: the official ones
+            for the number of levels (the length is checked against the head's when the loss is built).
         scale_gains: Apply the official gain scaling: all gains × ``3 / levels``, ``cls`` × ``nc / 80``,
             ``obj`` × 1.4 with four or more levels.
     """
@@ -69,6 +76,27 @@ class DetectionLossConfig:
     iou_ratio: float = 1.0
     balance: list[float] | None = None
     scale_gains: bool = True
+
+    def __post_init__(self) -> None:
+        # Keys relative to this dataclass: the config loader puts them under the section that holds it.
+        for name in ("box", "cls", "obj"):
+            value = getattr(self, name)
+            check(0 <= value < math.inf, name, f"a loss gain must be >= 0 and finite, got {value}")
+        for name in ("cls_pw", "obj_pw"):
+            value = getattr(self, name)
+            check(0 < value < math.inf, name, f"a BCE positive weight must be > 0 and finite, got {value}")
+        # The assigner refuses anchor_t <= 1 too, but only once the head exists; here it names the key.
+        check(1 < self.anchor_t < math.inf, "anchor_t", f"must be > 1 and finite, got {self.anchor_t}")
+        check(
+            0 <= self.fl_gamma < math.inf, "fl_gamma", f"must be >= 0 (0: no focal loss), got {self.fl_gamma}"
+        )
+        check(0 <= self.fl_alpha <= 1, "fl_alpha", f"must be in [0, 1], got {self.fl_alpha}")
+        check(
+            0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}"
+        )
+        check(0 <= self.iou_ratio <= 1, "iou_ratio", f"must be in [0, 1], got {self.iou_ratio}")
+        for i, weight in enumerate(self.balance or ()):
+            check(0 <= weight < math.inf, f"balance.{i}", f"must be >= 0 and finite, got {weight}")
 
     @classmethod
     def scratch_640(cls) -> DetectionLossConfig:

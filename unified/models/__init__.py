@@ -1,6 +1,6 @@
 """Blocks, the body builder, the YOLO detection head, fusion and model info.
 
-Public API: ``BLOCKS`` (block registry), ``Body``, ``IDetectHead``, ``init_detect_biases``, ``Detector``,
+Public API: ``BLOCKS`` (block registry), ``Body``, ``IDetectHead``, ``init_detect_biases``,
 ``ModelConfig`` / ``load_model_config``, ``fuse_model`` / ``fuse_conv_bn``, ``model_info``.
 """
 
@@ -14,7 +14,6 @@ from unified.models.config import (
     model_config_from_text,
     with_nc,
 )
-from unified.models.detector import Detector
 from unified.models.fuse import Fusable, fuse_conv_bn, fuse_model
 from unified.models.heads import IDetectHead, init_detect_biases
 from unified.models.info import ModelInfo, conv_gflops, count_implicit_params, count_params, model_info
@@ -28,7 +27,6 @@ __all__ = [
     "Block",
     "Body",
     "BuildContext",
-    "Detector",
     "Fusable",
     "HeadConfig",
     "IDetectHead",
