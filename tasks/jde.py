@@ -24,7 +24,6 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchvision.ops import box_iou
 
-from tasks.detect import DetectTask, ground_truth_in_original
 from unified.config import check
 from unified.evaluation.coco import CocoDetectionEvaluator
 from unified.evaluation.embedding import EmbeddingEvaluator
@@ -32,6 +31,7 @@ from unified.evaluation.mot import MotEvaluator
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable, fuse_conv_bn
 from unified.task import TASKS, Evaluator, FeatureShape, StepContext, Task, TaskConfig
+from unified.tasks.detect import DetectTask, ground_truth_in_original
 from unified.tracking import Tracker, TrackerConfig
 
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml  # noqa: E402
 
+from unified.checkpoint import CheckpointError  # noqa: E402
 from unified.config import ConfigError  # noqa: E402
-from unified.engine.checkpoint import CheckpointError  # noqa: E402
 from unified.interop import (  # noqa: E402
     OfficialCheckpointError,
     convert_official,

@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from unified.checkpoint import CheckpointError  # noqa: E402
 from unified.config import ConfigError  # noqa: E402
-from unified.engine.checkpoint import CheckpointError  # noqa: E402
 from unified.engine.launch import increment_path  # noqa: E402
-from unified.interop.inference import (  # noqa: E402
+from unified.inference import (  # noqa: E402
     SourceError,
     VideoWriter,
     coco_results,

@@ -65,9 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_model_mode(args: argparse.Namespace) -> dict:
     """Evaluate a checkpoint on a dataset split; returns the per-task metrics."""
+    from unified.checkpoint import load_safe
     from unified.data import MultiTaskDataset, build_dataloader, load_dataset_yaml
-    from unified.engine.checkpoint import load_safe
-    from unified.engine.distributed import select_device
+    from unified.distributed import select_device
     from unified.engine.evaluate import run_evaluation
     from unified.engine.launch import print_metrics_table
     from unified.model import load
@@ -110,9 +110,9 @@ def write_json(path: Path, payload: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.weights is not None:
+        from unified.checkpoint import CheckpointError
         from unified.config import ConfigError
         from unified.data.validate import DataError
-        from unified.engine.checkpoint import CheckpointError
         from unified.registry import RegistryError
 
         # ImportError: a --plugins module that does not import; RegistryError: a task of the checkpoint

@@ -5,8 +5,8 @@
 
 Outputs, in order: ``decoded`` (B, N, 5 + nc) xywh in input pixels with objectness and class scores, then
 per task ``jdc_scores`` (B, L) and ``jde_embeddings`` (B, N, D), L2-normalised and aligned row for row with
-``decoded`` (see unified/interop/onnx_export.py). NMS is not in the graph: run
-``unified.interop.onnx_export.postprocess_decoded(decoded, conf, iou)`` (or any NMS, score = objectness ×
+``decoded`` (see unified/export/onnx.py). NMS is not in the graph: run
+``unified.export.onnx.postprocess_decoded(decoded, conf, iou)`` (or any NMS, score = objectness ×
 class) on the output, then map boxes out of the letterbox with ``unified.ops.boxes.letterbox_to_original``.
 Class names, strides and the input size are stored in the ONNX metadata.
 
@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from unified.checkpoint import CheckpointError  # noqa: E402
 from unified.config import ConfigError  # noqa: E402
-from unified.engine.checkpoint import CheckpointError  # noqa: E402
-from unified.interop.onnx_export import check_onnx, export_onnx, simplify_onnx  # noqa: E402
+from unified.export.onnx import check_onnx, export_onnx, simplify_onnx  # noqa: E402
 from unified.model import load  # noqa: E402
 from unified.registry import RegistryError  # noqa: E402
 

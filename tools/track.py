@@ -81,14 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# -- model mode (interop/deployment side) -------------------------------------------------------------------
+# -- model mode (unified.inference) -------------------------------------------------------------------------
 def track_with_model(args: argparse.Namespace, config: TrackerConfig) -> int:
     """Model mode: detect (and embed, with a ``jde`` model) every frame of ``--source``, track, write MOT rows.
 
-    The work is ``unified.interop.inference.track_source``.
+    The work is ``unified.inference.track_source``.
     """
-    from unified.engine.checkpoint import CheckpointError
-    from unified.interop.inference import SourceError, track_source
+    from unified.checkpoint import CheckpointError
+    from unified.inference import SourceError, track_source
     from unified.model import load
     from unified.registry import RegistryError
 

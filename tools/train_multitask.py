@@ -16,9 +16,9 @@ import sys
 import threading
 from pathlib import Path
 
+from unified.checkpoint import CheckpointError
 from unified.config import ConfigError
 from unified.data.validate import DataError
-from unified.engine.checkpoint import CheckpointError
 from unified.engine.experiment import load_experiment
 from unified.engine.launch import (
     experiment_from_checkpoint,

@@ -226,34 +226,9 @@ def _convert(value: Any, tp: Any, key: str, source: str | None, lines: Mapping[s
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        options = get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        concrete = [option for option in options if option is not type(None)]
-        if len(concrete) == 1:  # ``X | None``: X's own error names the exact key
-            return _convert(value, concrete[0], key, source, lines)
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, key, source, lines)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{_where(source, key, lines)}: {value!r} is not a valid {_type_name(tp)}")
+        return _convert_union(value, tp, key, source, lines)
     if origin is Literal:
-        allowed = get_args(tp)
-        # Same type as well as equal: ``True == 1`` and ``1.0 == 1`` must not pass for a Literal[1].
-        if not any(type(value) is type(a) and value == a for a in allowed):
-            same_text = [a for a in allowed if str(a) == str(value)]
-            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-            if same_text:  # e.g. "1" for a Literal[1]: say which type is wanted, not "did you mean '1'"
-                wanted, given = type(same_text[0]).__name__, type(value).__name__
-                hint = f" Write {same_text[0]!r} (type {wanted}, not {given})."
-            else:
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{_where(source, key, lines)}: {value!r} is not one of {list(allowed)}.{hint}")
-        return value
+        return _check_literal(value, tp, key, source, lines)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -261,26 +236,69 @@ def _convert(value: Any, tp: Any, key: str, source: str | None, lines: Mapping[s
             raise ConfigError(f"{_where(source, key, lines)}: expected a mapping, got {value!r}")
         return from_dict(tp, value, source=source, lines=lines, prefix=key)
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{_where(source, key, lines)}: expected a list, got {value!r}")
-        args = get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ConfigError(
-                    f"{_where(source, key, lines)}: expected {len(args)} values, got {len(value)}"
-                )
-            return tuple(
-                _convert(v, a, f"{key}.{i}", source, lines) for i, (v, a) in enumerate(zip(args, value))
-            )
-        item = args[0] if args else Any
-        items = [_convert(v, item, f"{key}.{i}", source, lines) for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple or tp is tuple else items
+        return _convert_sequence(value, tp, key, source, lines)
     if origin in (dict, Mapping) or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{_where(source, key, lines)}: expected a mapping, got {value!r}")
         args = get_args(tp)
         item = args[1] if len(args) == 2 else Any
         return {str(k): _convert(v, item, f"{key}.{k}", source, lines) for k, v in value.items()}
+    if tp in (bool, int, float, str):
+        return _check_scalar(value, tp, key, source, lines)
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{_where(source, key, lines)}: {value!r} is not a valid {_type_name(tp)}")
+
+
+def _convert_union(value: Any, tp: Any, key: str, source: str | None, lines: Mapping[str, int] | None) -> Any:
+    """The first option of a ``Union`` that ``value`` converts to (``None`` only where the union allows it)."""
+    options = get_args(tp)
+    if value is None and type(None) in options:
+        return None
+    concrete = [option for option in options if option is not type(None)]
+    if len(concrete) == 1:  # ``X | None``: X's own error names the exact key
+        return _convert(value, concrete[0], key, source, lines)
+    for option in concrete:
+        try:
+            return _convert(value, option, key, source, lines)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{_where(source, key, lines)}: {value!r} is not a valid {_type_name(tp)}")
+
+
+def _check_literal(value: Any, tp: Any, key: str, source: str | None, lines: Mapping[str, int] | None) -> Any:
+    allowed = get_args(tp)
+    # Same type as well as equal: ``True == 1`` and ``1.0 == 1`` must not pass for a Literal[1].
+    if not any(type(value) is type(a) and value == a for a in allowed):
+        same_text = [a for a in allowed if str(a) == str(value)]
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        if same_text:  # e.g. "1" for a Literal[1]: say which type is wanted, not "did you mean '1'"
+            wanted, given = type(same_text[0]).__name__, type(value).__name__
+            hint = f" Write {same_text[0]!r} (type {wanted}, not {given})."
+        else:
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{_where(source, key, lines)}: {value!r} is not one of {list(allowed)}.{hint}")
+    return value
+
+
+def _convert_sequence(
+    value: Any, tp: Any, key: str, source: str | None, lines: Mapping[str, int] | None
+) -> list[Any] | tuple[Any, ...]:
+    """A YAML list as ``list[X]``, ``Sequence[X]``, ``tuple[X, ...]`` or a fixed-length ``tuple[X, Y]``."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{_where(source, key, lines)}: expected a list, got {value!r}")
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(args) != len(value):
+            raise ConfigError(f"{_where(source, key, lines)}: expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(v, a, f"{key}.{i}", source, lines) for i, (v, a) in enumerate(zip(args, value)))
+    item = args[0] if args else Any
+    items = [_convert(v, item, f"{key}.{i}", source, lines) for i, v in enumerate(value)]
+    return tuple(items) if origin is tuple or tp is tuple else items
+
+
+def _check_scalar(value: Any, tp: type, key: str, source: str | None, lines: Mapping[str, int] | None) -> Any:
+    """``bool``, ``int``, ``float`` or ``str`` as YAML wrote it: nothing is coerced but an int to a float."""
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -301,13 +319,9 @@ def _convert(value: Any, tp: Any, key: str, source: str | None, lines: Mapping[s
                 raise ConfigError(f"{_where(source, key, lines)}: expected a number, got NaN")
             return number
         raise ConfigError(f"{_where(source, key, lines)}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{_where(source, key, lines)}: expected a string, got {value!r}")
-    if isinstance(tp, type) and isinstance(value, tp):
+    if isinstance(value, str):
         return value
-    raise ConfigError(f"{_where(source, key, lines)}: {value!r} is not a valid {_type_name(tp)}")
+    raise ConfigError(f"{_where(source, key, lines)}: expected a string, got {value!r}")
 
 
 def from_dict(

@@ -10,10 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from unified.checkpoint import CheckpointError, load_safe, require_format
 from unified.config import ConfigError, to_dict
 from unified.implicit import ImplicitBank
 from unified.models import Body, fuse_model, load_model_config
-from unified.registry import import_plugins
+from unified.registry import import_plugins, plugin_module
 from unified.task import TASKS, DatasetInfo, StepContext, Task, resolve_tasks, task_config_from
 
 
@@ -172,11 +173,10 @@ def load(
     Raises:
         CheckpointError: if the file is not a safe unified checkpoint, or it needs plugins not given.
     """
-    from unified.engine.checkpoint import CheckpointError, load_safe, require_format
-
     ckpt = load_safe(path)
     require_format(ckpt, path)
-    needed = [p for p in ckpt.get("plugins", []) if p not in plugins]
+    # An old path of a built-in task module (tasks.detect: now unified.tasks.detect) is no plugin to ask for.
+    needed = [p for p in ckpt.get("plugins", []) if p not in plugins and plugin_module(p) == p]
     if needed:
         raise CheckpointError(
             f"{path} was trained with task plugins {needed}; a checkpoint cannot make us import code, so pass "

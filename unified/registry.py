@@ -10,6 +10,10 @@ declare under its entry-point group (``unified.tasks`` for tasks, in a package's
 ``[options.entry_points]``); the modules a user lists under ``plugins:`` are imported by
 :func:`import_plugins`. Installed packages are trusted as any installed code is; a checkpoint only names
 entries, so it cannot make us import a module that the environment does not already declare.
+
+The built-in tasks were once a top-level package ``tasks`` and are now ``unified.tasks``; a config, a
+command line or a checkpoint that still lists ``tasks.detect`` under ``plugins:`` keeps working
+(:func:`plugin_module`), with a warning naming the new path.
 """
 
 from __future__ import annotations
@@ -17,10 +21,17 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import importlib.util
+import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+# Old import paths of the built-in task modules, from before they moved under the project's namespace
+# (a top-level `tasks` collided with users' own tasks.py); existing configs and checkpoints name them.
+MOVED_MODULES = {f"tasks.{name}": f"unified.tasks.{name}" for name in ("detect", "jdc", "jde")}
 
 
 class RegistryError(KeyError):
@@ -158,15 +169,44 @@ class Registry(Generic[T]):
         return f"Registry({self.kind!r}, {self.names()})"
 
 
+def plugin_module(path: str) -> str:
+    """The module a plugin path means: the new path of a moved built-in module, else ``path`` itself.
+
+    ``tasks.detect`` means ``unified.tasks.detect`` unless an importable package ``tasks`` is the user's
+    own (not our ``tasks/`` folder): then it is their module, and is imported as written.
+    """
+    new = MOVED_MODULES.get(path)
+    if new is None:
+        return path
+    # find_spec of a top-level name only looks the package up; none of the user's code runs.
+    spec = importlib.util.find_spec(path.partition(".")[0])
+    if spec is not None and spec.submodule_search_locations:
+        ours = {Path(p).resolve() for p in importlib.import_module("unified.tasks").__path__}
+        if ours.isdisjoint(Path(p).resolve() for p in spec.submodule_search_locations):
+            return path
+    return new
+
+
 def import_plugins(paths: list[str] | tuple[str, ...]) -> None:
     """Import user plugin modules by dotted path so their ``@register`` decorators run.
+
+    An old path of a built-in task module (``tasks.detect``) imports the module's new one
+    (``unified.tasks.detect``) with a ``FutureWarning``; see :func:`plugin_module`.
 
     Raises:
         ImportError: naming the plugin path that failed and why.
     """
     for path in paths:
+        module = plugin_module(path)
+        if module != path:
+            warnings.warn(
+                f"plugin {path!r} is now {module!r}, a built-in that loads without being listed under "
+                f"`plugins:`; drop it from the list (or write {module!r})",
+                FutureWarning,
+                stacklevel=2,
+            )
         try:
-            importlib.import_module(path)
+            importlib.import_module(module)
         except ImportError as exc:
             raise ImportError(
                 f"cannot import plugin module {path!r} (listed under `plugins:` or --plugins): {exc}"

@@ -172,7 +172,9 @@ def check_task_contract(task_cls: type[Task]) -> None:
 
 
 TASKS: Registry[type[Task]] = Registry(
-    "task", default_modules=("tasks.detect", "tasks.jdc", "tasks.jde"), entry_point_group="unified.tasks"
+    "task",
+    default_modules=("unified.tasks.detect", "unified.tasks.jdc", "unified.tasks.jde"),
+    entry_point_group="unified.tasks",
 )
 
 

@@ -48,13 +48,13 @@ def landmark_world(root: Path, world: Path) -> Path:
         lines = []
         by_image = {img["id"]: img for img in coco["images"]}
         for img in coco["images"]:
-            lines.append(f"../{world.parent.name}/shapes/{split}/{img['file_name']}")
+            lines.append(str(world.parent / "shapes" / split / img["file_name"]))
         for ann in coco["annotations"]:
             img = by_image[ann["image_id"]]
             x, y, w, h = ann["bbox"]
             px, py = x + AT[0] * w, y + AT[1] * h
             cls = classes.index(names[ann["category_id"]])
-            path = f"../{world.parent.name}/shapes/{split}/{img['file_name']}"
+            path = world.parent / "shapes" / split / img["file_name"]
             lines.append(f"{path} {cls} {x} {y} {x + w} {y + h} {px:.4f} {py:.4f}")
         (out / f"{split}.txt").write_text("# image class x1 y1 x2 y2 px py\n" + "\n".join(lines) + "\n")
     parts.append(

@@ -18,10 +18,11 @@ class FakeTrainer:
         self.state = TrainState()
         self.cfg = SimpleNamespace(train=SimpleNamespace(epochs=epochs))
         self.dist = SimpleNamespace(is_main=True)
+        self.schedule = SimpleNamespace(planned_epochs=0)
 
     @property
     def epochs(self) -> int:
-        return self.state.planned_epochs or self.cfg.train.epochs
+        return self.schedule.planned_epochs or self.cfg.train.epochs
 
 
 def run_epochs(
@@ -39,7 +40,7 @@ def run_epochs(
     while trainer.state.epoch < trainer.epochs and not trainer.state.stop:
         clock[0] += first_epoch if first_epoch and not plans else seconds_per_epoch
         trainer.state.end_of_epoch = True
-        hook.after_step(trainer)
+        hook.after_epoch(trainer)
         trainer.state.epoch += 1
         plans.append(trainer.epochs)
     return plans
@@ -65,7 +66,7 @@ def test_a_slow_first_epoch_shortens_the_schedule_only_until_the_pace_shows(monk
 def test_a_fast_run_keeps_its_schedule(monkeypatch):
     trainer = FakeTrainer(epochs=10)
     plans = run_epochs(monkeypatch, TimeBudgetHook(minutes=10), trainer, seconds_per_epoch=20.0)
-    assert plans == [10] * 10 and trainer.state.planned_epochs == 0
+    assert plans == [10] * 10 and trainer.schedule.planned_epochs == 0
 
 
 def test_no_budget_changes_nothing(monkeypatch):

@@ -14,8 +14,8 @@ import torch.multiprocessing as mp
 import yaml
 
 from tests.conftest import REPO, TINY_MODEL, make_batch
+from unified.checkpoint import load_safe
 from unified.engine.balancers import build_balancer
-from unified.engine.checkpoint import load_safe
 from unified.engine.experiment import load_experiment
 from unified.engine.hooks import Hook
 from unified.engine.launch import run_training
@@ -87,7 +87,7 @@ def _ddp_worker(rank: int, world: int, port: int, cfg, result_path: str, info) -
 
 
 def _train_steps(cfg, info, world_size: int = 1, rank: int = 0) -> dict[str, torch.Tensor]:
-    from unified.engine.distributed import DistInfo
+    from unified.distributed import DistInfo
 
     torch.manual_seed(0)
     model = build_model(cfg.model, tasks=cfg.tasks, info=info)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import unified
-from unified.engine.checkpoint import CheckpointError, load_safe
+from unified.checkpoint import CheckpointError, load_safe
 from unified.engine.launch import load_pretrained
 from unified.implicit import ImplicitOp
 from unified.interop import (

@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_iou
 
-from tasks.detect import DetectTask
 from unified.data.formats import FORMATS, DatasetFormat, PartContext, SplitLocation
 from unified.data.kinds import LABEL_KINDS, LabelKind
 from unified.data.kinds.boxes import Boxes
@@ -37,6 +36,7 @@ from unified.data.validate import check_box, check_image
 from unified.ops.boxes import letterbox_to_original
 from unified.structures import DatasetInfo
 from unified.task import TASKS, Evaluator, FeatureShape, StepContext, Task, TaskConfig
+from unified.tasks.detect import DetectTask
 
 
 def _apply(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from unified.engine import checkpoint as checkpoint_module
+from unified import checkpoint as checkpoint_module
 from unified.engine import default_hooks, evaluate
 from unified.engine.hooks import Hook
 from unified.engine.trainer import Trainer

@@ -16,15 +16,15 @@ import torch
 
 from tests.reliability.helpers import train_overrides
 from tests.tools.helpers import load_tool
-from unified.engine import checkpoint as checkpoint_module
+from unified import checkpoint as checkpoint_module
+from unified.checkpoint import CheckpointError, load_safe, save_atomic
 from unified.engine import default_hooks
-from unified.engine.checkpoint import CheckpointError, load_safe, save_atomic
 from unified.engine.experiment import load_experiment
 from unified.engine.launch import run_training
 
 
 class Proxy:
-    """Stands in for a module inside ``unified.engine.checkpoint``, with some attributes replaced."""
+    """Stands in for a module inside ``unified.checkpoint``, with some attributes replaced."""
 
     def __init__(self, module: Any, **overrides: Any) -> None:
         self._module = module

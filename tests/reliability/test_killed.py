@@ -19,7 +19,7 @@ import torch
 
 from tests.reliability.helpers import alive, children_of, log_text, run_cli, start_cli, train_overrides
 from tests.tools.helpers import load_tool
-from unified.engine.checkpoint import CheckpointError, load_safe
+from unified.checkpoint import CheckpointError, load_safe
 from unified.engine.experiment import load_experiment
 from unified.engine.launch import run_training
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from tests.reliability.helpers import alive, children_of, log_text, start_cli, train_overrides
+from unified.checkpoint import load_safe
 from unified.engine import evaluate
-from unified.engine.checkpoint import load_safe
 from unified.engine.experiment import load_experiment
 from unified.engine.hooks import Hook
 from unified.engine.launch import run_training

@@ -11,8 +11,8 @@ import torch
 
 from tests.reliability.helpers import train_overrides
 from tests.tools.helpers import load_tool
+from unified.checkpoint import load_safe
 from unified.engine import trainer as trainer_module
-from unified.engine.checkpoint import load_safe
 from unified.engine.experiment import load_experiment
 from unified.engine.hooks import Hook
 from unified.engine.launch import run_training

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.reliability.helpers import cli_env, train_overrides
-from unified.engine.checkpoint import load_safe
+from unified.checkpoint import load_safe
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import torch
 from tests.conftest import REPO
 from tests.reliability.helpers import train_overrides
 from tests.tools.helpers import load_tool, save_tiny_checkpoint, write_images
-from unified.engine.checkpoint import FORMAT, VERSION, CheckpointError, load_safe, require_format, save_atomic
+from unified.checkpoint import FORMAT, VERSION, CheckpointError, load_safe, require_format, save_atomic
 from unified.interop import convert_official, read_official_checkpoint
 from unified.interop.unpickler import UnsafeCheckpointError
 

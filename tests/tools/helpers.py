@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unified.engine.checkpoint import FORMAT, VERSION, save_atomic
+from unified.checkpoint import FORMAT, VERSION, save_atomic
 from unified.model import build_model, model_meta
 from unified.task import DatasetInfo
 

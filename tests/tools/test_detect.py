@@ -12,7 +12,7 @@ from PIL import Image
 
 import unified
 from tests.tools.helpers import INFO, load_tool, save_tiny_checkpoint, write_images
-from unified.interop.inference import (
+from unified.inference import (
     SourceError,
     iter_frames,
     predict_frames,
@@ -95,7 +95,7 @@ def test_prepare_letterboxes_like_the_dataset() -> None:
 
 
 def iter_frames_of(array: np.ndarray):
-    from unified.interop.inference import Frame
+    from unified.inference import Frame
 
     yield Frame(array, "memory.png", "memory", 0)
 

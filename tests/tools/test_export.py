@@ -12,8 +12,8 @@ import torch
 
 import unified
 from tests.tools.helpers import INFO, load_tool, save_tiny_checkpoint
-from unified.interop.inference import MissingDependencyError
-from unified.interop.onnx_export import ExportModule, check_onnx, export_onnx, postprocess_decoded
+from unified.export.onnx import ExportModule, check_onnx, export_onnx, postprocess_decoded
+from unified.inference import MissingDependencyError
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

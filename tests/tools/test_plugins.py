@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from tests.tools.helpers import TINY, load_tool, write_images
+from unified.checkpoint import FORMAT, VERSION, save_atomic
 from unified.data import load_dataset_yaml
-from unified.engine.checkpoint import FORMAT, VERSION, save_atomic
 from unified.engine.launch import metrics_json, print_metrics_table
 from unified.model import build_model, model_meta
 from unified.task import DatasetInfo

@@ -9,7 +9,7 @@ from PIL import Image
 
 import unified
 from tests.tools.helpers import save_tiny_checkpoint
-from unified.interop.inference import sequence_frames, track_source
+from unified.inference import sequence_frames, track_source
 from unified.tracking import TrackerConfig
 
 

@@ -125,43 +125,14 @@ def run_benchmark(
     demo = m.train_group("demo", demo_cfg, w.demo_info(), device, profile, (demo_tasks, ["detect"]))
     groups = {"paper": paper, "demo": demo}
     result["workloads"] = {name: g.description for name, g in groups.items()}
-
-    result["train_step_images_per_s"] = {n: g.batch / g.timings.median("ours") for n, g in groups.items()}
-    result["train_step_images_per_s_fp32"] = {
-        n: g.batch / g.timings.median("ours_fp32") for n, g in groups.items()
-    }
-    if mixed is not None:
-        result[f"train_step_images_per_s_{mixed_name}"] = {
-            n: g.batch / g.timings.median("ours_mixed") for n, g in groups.items()
-        }
-    if "official" in paper.timings.seconds:
-        result["train_step_speedup_vs_official"] = _speedup(paper.timings, "official", "ours")
-        result["train_step_speedup_vs_official_fp32"] = _speedup(paper.timings, "official", "ours_fp32")
-        result["official_train_step_images_per_s"] = paper.batch / paper.timings.median("official")
-    result["multitask_overhead"] = {
-        "paper": paper.timings.ratio("other_tasks", "ours"),
-        "demo": demo.timings.ratio("ours", "other_tasks") if len(demo_tasks) > 1 else 1.0,
-    }
-    result["multitask_tasks"] = {"paper": ["detect", "jdc", "jde"], "demo": demo_tasks}
+    _training_results(result, groups, demo_tasks, mixed_name if mixed is not None else None)
 
     log("matrix-product reference")
     peaks = {"fp32": m.matmul_gflops(torch.float32, profile.matmul_size, device)}
     if mixed is not None:
         peaks[mixed_name] = m.matmul_gflops(mixed, profile.matmul_size, device)
     result["matmul_gflops"] = peaks
-    gflop = {n: g.flops["ours"] / 1e9 for n, g in groups.items()}
-    result["train_step_gflop"] = dict(gflop)
-    utilisation: dict[str, float] = {}
-    for n, g in groups.items():
-        utilisation[f"{n}_fp32"] = gflop[n] / g.timings.median("ours_fp32") / peaks["fp32"]
-        if "ours_mixed" in g.timings.seconds:
-            utilisation[f"{n}_{mixed_name}"] = gflop[n] / g.timings.median("ours_mixed") / peaks[mixed_name]
-    if "official" in paper.flops:
-        result["train_step_gflop"]["official"] = paper.flops["official"] / 1e9
-        utilisation["official_fp32"] = (
-            paper.flops["official"] / 1e9 / paper.timings.median("official") / peaks["fp32"]
-        )
-    result["flops_utilization"] = utilisation
+    utilisation = _flops_results(result, groups, peaks, mixed_name)
     log(f"  images/s {result['train_step_images_per_s']}, fp32 {result['train_step_images_per_s_fp32']}")
     log(
         f"  vs official {result.get('train_step_speedup_vs_official')}, multi-task {result['multitask_overhead']}"
@@ -174,56 +145,15 @@ def run_benchmark(
     log("inference")
     inf = m.inference_group(device, profile, official_repo)
     result["workloads"]["inference"] = inf.description
-    small, large = profile.infer_batches
-    result["infer_latency_ms"] = {
-        _label(k, mixed_name): inf.latency.median(k) * 1000
-        for k in inf.latency.seconds
-        if not k.startswith("lever")
-    }
-    result["infer_images_per_s"] = {
-        _label(k, mixed_name): large / inf.throughput.median(k)
-        for k in inf.throughput.seconds
-        if not k.startswith("lever")
-    }
-    best = inf.description["default_variant"]  # fused, in the precision `auto` picks
-    if "official" in inf.latency.seconds:
-        result["infer_speedup_vs_official"] = _speedup(inf.latency, "official", best)
-        result["infer_speedup_vs_official_fp32"] = _speedup(inf.latency, "official", "fused")
-        result["infer_throughput_speedup_vs_official"] = _speedup(inf.throughput, "official", best)
-    result["fused_implicit_overhead"] = inf.overhead.ratio("implicit_fused", "plain_fused")
+    best = _inference_results(result, inf, profile, mixed_name)
     load["inference"] = list(inf.latency.load_average)
     log(
         f"  latency ms {result['infer_latency_ms']}, implicit overhead {result['fused_implicit_overhead']:.3f}"
     )
 
     # Levers: each one's effect, as a speed-up of having it on --------------------------------------------
-    levers: dict[str, float] = {}
-    for n, g in groups.items():
-        t = g.timings
-        if "ours_mixed" in t.seconds:
-            levers[f"train_{n}_{mixed_name}_autocast"] = t.ratio("ours_fp32", "ours_mixed")
-        if "lever_channels_last" in t.seconds:
-            on, off = (
-                ("ours", "lever_channels_last")
-                if g.description["channels_last"]
-                else ("lever_channels_last", "ours")
-            )
-            levers[f"train_{n}_channels_last"] = t.ratio(off, on)
-        if "lever_unfused_optimizer" in t.seconds:
-            levers[f"train_{n}_fused_optimizer"] = t.ratio("lever_unfused_optimizer", "ours")
-        if "lever_compiled" in t.seconds:
-            levers[f"train_{n}_torch_compile"] = t.ratio("ours", "lever_compiled")
-            result.setdefault("compile_seconds", {})[f"train_{n}"] = g.compile_seconds
-    levers["infer_fuse_bn_implicit"] = inf.latency.ratio("unfused", "fused")
-    if "fused_mixed" in inf.latency.seconds:
-        levers[f"infer_{mixed_name}_autocast"] = inf.latency.ratio("fused", "fused_mixed")
-    if "lever_channels_last" in inf.latency.seconds:
-        levers["infer_channels_last"] = inf.latency.ratio("lever_channels_last", best)
-    if "lever_compiled" in inf.latency.seconds:
-        levers["infer_torch_compile"] = inf.latency.ratio(best, "lever_compiled")
-        result.setdefault("compile_seconds", {})["infer"] = inf.compile_seconds
-    result["levers"] = levers
-    log(f"  levers {levers}")
+    result["levers"] = _lever_results(result, groups, inf, best, mixed_name)
+    log(f"  levers {result['levers']}")
 
     # 5: data pipeline ----------------------------------------------------------------------------------
     log("data pipeline")
@@ -249,7 +179,123 @@ def run_benchmark(
         "infer_throughput": inf.throughput.seconds,
         "implicit_pair": inf.overhead.seconds,
     }
-    result["noise"] = {
+    result["noise"] = _noise(groups, inf, best, load)
+    return result
+
+
+def _training_results(
+    result: dict[str, Any], groups: dict[str, m.TrainGroup], demo_tasks: list[str], mixed_name: str | None
+) -> None:
+    """Training images/s (default, fp32, mixed precision), the speed-up over the official code, the
+    multi-task overhead; ``mixed_name`` is ``None`` where the device has no mixed precision."""
+    paper, demo = groups["paper"], groups["demo"]
+    result["train_step_images_per_s"] = {n: g.batch / g.timings.median("ours") for n, g in groups.items()}
+    result["train_step_images_per_s_fp32"] = {
+        n: g.batch / g.timings.median("ours_fp32") for n, g in groups.items()
+    }
+    if mixed_name is not None:
+        result[f"train_step_images_per_s_{mixed_name}"] = {
+            n: g.batch / g.timings.median("ours_mixed") for n, g in groups.items()
+        }
+    if "official" in paper.timings.seconds:
+        result["train_step_speedup_vs_official"] = _speedup(paper.timings, "official", "ours")
+        result["train_step_speedup_vs_official_fp32"] = _speedup(paper.timings, "official", "ours_fp32")
+        result["official_train_step_images_per_s"] = paper.batch / paper.timings.median("official")
+    result["multitask_overhead"] = {
+        "paper": paper.timings.ratio("other_tasks", "ours"),
+        "demo": demo.timings.ratio("ours", "other_tasks") if len(demo_tasks) > 1 else 1.0,
+    }
+    result["multitask_tasks"] = {"paper": ["detect", "jdc", "jde"], "demo": demo_tasks}
+
+
+def _flops_results(
+    result: dict[str, Any], groups: dict[str, m.TrainGroup], peaks: dict[str, float], mixed_name: str
+) -> dict[str, float]:
+    """GFLOP per training step and the share of the matrix-product peak each variant reaches."""
+    paper = groups["paper"]
+    gflop = {n: g.flops["ours"] / 1e9 for n, g in groups.items()}
+    result["train_step_gflop"] = dict(gflop)
+    utilisation: dict[str, float] = {}
+    for n, g in groups.items():
+        utilisation[f"{n}_fp32"] = gflop[n] / g.timings.median("ours_fp32") / peaks["fp32"]
+        if "ours_mixed" in g.timings.seconds:
+            utilisation[f"{n}_{mixed_name}"] = gflop[n] / g.timings.median("ours_mixed") / peaks[mixed_name]
+    if "official" in paper.flops:
+        result["train_step_gflop"]["official"] = paper.flops["official"] / 1e9
+        utilisation["official_fp32"] = (
+            paper.flops["official"] / 1e9 / paper.timings.median("official") / peaks["fp32"]
+        )
+    result["flops_utilization"] = utilisation
+    return utilisation
+
+
+def _inference_results(
+    result: dict[str, Any], inf: m.InferenceResult, profile: Profile, mixed_name: str
+) -> str:
+    """Latency and throughput of every variant, the speed-up over the official code, the fused implicit
+    overhead; returns the default variant (fused, in the precision ``auto`` picks)."""
+    small, large = profile.infer_batches
+    result["infer_latency_ms"] = {
+        _label(k, mixed_name): inf.latency.median(k) * 1000
+        for k in inf.latency.seconds
+        if not k.startswith("lever")
+    }
+    result["infer_images_per_s"] = {
+        _label(k, mixed_name): large / inf.throughput.median(k)
+        for k in inf.throughput.seconds
+        if not k.startswith("lever")
+    }
+    best = inf.description["default_variant"]
+    if "official" in inf.latency.seconds:
+        result["infer_speedup_vs_official"] = _speedup(inf.latency, "official", best)
+        result["infer_speedup_vs_official_fp32"] = _speedup(inf.latency, "official", "fused")
+        result["infer_throughput_speedup_vs_official"] = _speedup(inf.throughput, "official", best)
+    result["fused_implicit_overhead"] = inf.overhead.ratio("implicit_fused", "plain_fused")
+    return best
+
+
+def _lever_results(
+    result: dict[str, Any],
+    groups: dict[str, m.TrainGroup],
+    inf: m.InferenceResult,
+    best: str,
+    mixed_name: str,
+) -> dict[str, float]:
+    """Each speed lever's effect as the speed-up of having it on; compile times go to ``result``."""
+    levers: dict[str, float] = {}
+    for n, g in groups.items():
+        t = g.timings
+        if "ours_mixed" in t.seconds:
+            levers[f"train_{n}_{mixed_name}_autocast"] = t.ratio("ours_fp32", "ours_mixed")
+        if "lever_channels_last" in t.seconds:
+            on, off = (
+                ("ours", "lever_channels_last")
+                if g.description["channels_last"]
+                else ("lever_channels_last", "ours")
+            )
+            levers[f"train_{n}_channels_last"] = t.ratio(off, on)
+        if "lever_unfused_optimizer" in t.seconds:
+            levers[f"train_{n}_fused_optimizer"] = t.ratio("lever_unfused_optimizer", "ours")
+        if "lever_compiled" in t.seconds:
+            levers[f"train_{n}_torch_compile"] = t.ratio("ours", "lever_compiled")
+            result.setdefault("compile_seconds", {})[f"train_{n}"] = g.compile_seconds
+    levers["infer_fuse_bn_implicit"] = inf.latency.ratio("unfused", "fused")
+    if "fused_mixed" in inf.latency.seconds:
+        levers[f"infer_{mixed_name}_autocast"] = inf.latency.ratio("fused", "fused_mixed")
+    if "lever_channels_last" in inf.latency.seconds:
+        levers["infer_channels_last"] = inf.latency.ratio("lever_channels_last", best)
+    if "lever_compiled" in inf.latency.seconds:
+        levers["infer_torch_compile"] = inf.latency.ratio(best, "lever_compiled")
+        result.setdefault("compile_seconds", {})["infer"] = inf.compile_seconds
+    return levers
+
+
+def _noise(
+    groups: dict[str, m.TrainGroup], inf: m.InferenceResult, best: str, load: dict[str, list[float]]
+) -> dict[str, Any]:
+    """How noisy the machine was: load averages, min-time ratios beside the median ones, spreads."""
+    paper, demo = groups["paper"], groups["demo"]
+    return {
         "load_average_before_after": load,
         "min_ratio_cross_check": {
             k: v
@@ -269,7 +315,6 @@ def run_benchmark(
         "spread": {f"train_{n}_ours": g.timings.spread("ours") for n, g in groups.items()}
         | {"infer_latency_best": inf.latency.spread(best)},
     }
-    return result
 
 
 def _label(variant: str, mixed_name: str) -> str:

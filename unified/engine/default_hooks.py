@@ -1,4 +1,7 @@
-"""The built-in hooks: evaluation, checkpoints, logging (tqdm, TensorBoard, results.csv), time budget."""
+"""The built-in hooks: evaluation, checkpoints, logging (tqdm, TensorBoard, results.csv), time budget.
+
+The weights' moving average is a hook too, in :mod:`unified.engine.ema`.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from unified.checkpoint import FORMAT, VERSION, CheckpointError, save_atomic
 from unified.config import to_dict
-from unified.engine.checkpoint import FORMAT, VERSION, CheckpointError, save_atomic
-from unified.engine.distributed import barrier, broadcast_object
+from unified.distributed import barrier, broadcast_object
 from unified.engine.evaluate import run_evaluation
 from unified.engine.hooks import Hook
 
@@ -42,10 +45,8 @@ class EvaluationHook(Hook):
     def __init__(self, val_loader: Any) -> None:
         self.val_loader = val_loader
 
-    def after_step(self, trainer: Trainer) -> None:
+    def after_epoch(self, trainer: Trainer) -> None:
         s = trainer.state
-        if not s.end_of_epoch:
-            return
         interval = trainer.cfg.eval.interval
         due = (interval > 0 and (s.epoch + 1) % interval == 0) or _last_epoch(trainer)
         if not due:
@@ -105,9 +106,9 @@ class CheckpointHook(Hook):
             for stale in self.weights_dir.glob(f".{name}.*.tmp"):
                 stale.unlink(missing_ok=True)
 
-    def after_step(self, trainer: Trainer) -> None:
+    def after_epoch(self, trainer: Trainer) -> None:
         s = trainer.state
-        if not s.end_of_epoch or not trainer.dist.is_main:
+        if not trainer.dist.is_main:
             return
         previous_best = s.best_fitness
         improved = s.fitness > s.best_fitness
@@ -157,9 +158,9 @@ class LoggerHook(Hook):
 
             self.writer = SummaryWriter(str(self.run_dir))
 
-    def before_step(self, trainer: Trainer) -> None:
+    def before_epoch(self, trainer: Trainer) -> None:
         s = trainer.state
-        if trainer.dist.is_main and self.progress and s.epoch_iteration == 0:
+        if trainer.dist.is_main and self.progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=s.batches_per_epoch, desc=f"epoch {s.epoch + 1}/{trainer.epochs}")
@@ -177,11 +178,14 @@ class LoggerHook(Hook):
                 {k.partition("/")[0]: f"{v:.3f}" for k, v in s.step_logs.items() if k.endswith("/total")}
             )
             self.bar.update(1)
-        if s.end_of_epoch:
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
-            self._write_epoch(trainer)
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        if not trainer.dist.is_main:
+            return
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self._write_epoch(trainer)
 
     def _write_epoch(self, trainer: Trainer) -> None:
         s = trainer.state
@@ -234,7 +238,7 @@ class TimeBudgetHook(Hook):
 
     After every epoch it projects, from the mean time per epoch so far (evaluations and start-up
     included), how many epochs fit in the budget. When that is fewer than planned, the schedule is
-    shortened to that many (``TrainState.planned_epochs``), so the learning rate still decays to its
+    shortened to that many (``Schedule.planned_epochs``), so the learning rate still decays to its
     final value instead of the run stopping at a high rate. As a safety, a run still stops after the
     epoch that leaves too little time for another one.
     """
@@ -249,8 +253,8 @@ class TimeBudgetHook(Hook):
         self.start = self.epoch_start = time.monotonic()
         self.first_epoch = trainer.state.epoch  # a resumed run budgets only its own epochs
 
-    def after_step(self, trainer: Trainer) -> None:
-        if not trainer.state.end_of_epoch or self.seconds <= 0:
+    def after_epoch(self, trainer: Trainer) -> None:
+        if self.seconds <= 0:
             return
         now = time.monotonic()
         epoch_time = now - self.epoch_start
@@ -267,12 +271,12 @@ class TimeBudgetHook(Hook):
         elif fit > done:
             planned = fit
         else:  # not even one more epoch fits: the stop below ends the run
-            planned = trainer.state.planned_epochs
+            planned = trainer.schedule.planned_epochs
         stop = elapsed + epoch_time > self.seconds and not _last_epoch(trainer)
         # Ranks measure time separately: rank 0 decides for all, or the group would hang.
         stop, planned = broadcast_object((bool(stop), int(planned)))
-        if planned != trainer.state.planned_epochs:
-            trainer.state.planned_epochs = planned
+        if planned != trainer.schedule.planned_epochs:
+            trainer.schedule.planned_epochs = planned
             if trainer.dist.is_main:
                 print(
                     f"time budget of {self.seconds / 60:.1f} min at {per_epoch:.0f} s per epoch: the schedule now "

@@ -13,10 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from unified.checkpoint import CheckpointError, load_safe, require_format
 from unified.config import ConfigError, dump_yaml, from_dict
 from unified.data import MultiTaskDataset, build_dataloader, load_dataset_yaml
+from unified.data.records import ImageRecord
+from unified.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from unified.engine.balancers import balancer_options, build_balancer
-from unified.engine.checkpoint import CheckpointError, load_safe, require_format
 from unified.engine.default_hooks import (
     CheckpointHook,
     EvaluationHook,
@@ -24,12 +26,13 @@ from unified.engine.default_hooks import (
     TimeBudgetHook,
     write_text_or_warn,
 )
-from unified.engine.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
+from unified.engine.ema import EMAHook
 from unified.engine.experiment import ExperimentConfig
 from unified.engine.hooks import Hook
 from unified.engine.trainer import Trainer, seed_everything
 from unified.model import build_model, model_meta
 from unified.registry import import_plugins
+from unified.structures import DatasetInfo
 from unified.task import TASKS, resolve_tasks
 
 
@@ -213,6 +216,53 @@ def _run(
     progress: bool,
     extra_hooks: Sequence[Hook],
 ) -> tuple[Path, dict[str, dict[str, float]]]:
+    cfg, tasks = _checked_experiment(cfg)
+    seed_everything(cfg.train.seed + dist_info.rank, cfg.train.deterministic)
+    prepare_synthetic(cfg, dist_info)
+
+    train_records, info = load_dataset_yaml(cfg.data, "train", skip_invalid=cfg.train.skip_invalid)
+    check_task_labels(tasks, info.label_kinds, cfg.data)
+    val_records, _ = load_dataset_yaml(cfg.data, "val", skip_invalid=cfg.train.skip_invalid)
+    model = _build_training_model(cfg, tasks, info, dist_info, pretrained=resume_from is None)
+    balancer = build_balancer(
+        cfg.balancer.name, list(model.tasks), cfg.balancer.weights, cfg.balancer.options
+    )
+    train_loader, val_loader = _loaders(cfg, train_records, val_records, info, dist_info, device)
+
+    if resume_from is not None:
+        run_dir = resume_from.parent.parent
+    else:
+        run_dir, resume_from = choose_run_dir(cfg, dist_info)
+    if dist_info.is_main:
+        (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    meta = model_meta(model, cfg.task_options, cfg.implicit_share)
+    meta["plugins"] = list(cfg.plugins)
+    hooks = default_hooks(cfg, run_dir, meta, val_loader, dist_info, progress, extra_hooks)
+    trainer = Trainer(cfg, model, balancer, train_loader, device, dist_info, hooks)
+    if resume_from is not None:
+        state = load_safe(resume_from, map_location=device)
+        require_format(state, resume_from)
+        trainer.load_state_dict(state)
+        if dist_info.is_main:
+            print(f"resuming {run_dir} from epoch {trainer.state.epoch + 1}")
+    if dist_info.is_main:
+        print(f"run folder: {run_dir}")
+        n_params = sum(p.numel() for p in model.parameters())
+        print(
+            f"model {cfg.model}: {n_params:,} parameters; tasks {list(model.tasks)}; balancer {cfg.balancer.name}"
+        )
+    state = trainer.state if trainer.state.epoch >= trainer.epochs else trainer.train()
+    _report(state.metrics, run_dir, dist_info)
+    return run_dir, state.metrics
+
+
+def _checked_experiment(cfg: ExperimentConfig) -> tuple[ExperimentConfig, list[str]]:
+    """Plugins imported and every option checked before any data is read; the data and model resolved.
+
+    Returns:
+        The config with ``data`` and ``model`` filled in, and the enabled tasks in dependency order.
+    """
     import_plugins(cfg.plugins)
     tasks = resolve_tasks(cfg.tasks)
     for name, options in cfg.task_options.items():
@@ -235,13 +285,13 @@ def _run(
         stored = load_safe(cfg.train.weights)
         require_format(stored, cfg.train.weights)
         cfg = dataclasses.replace(cfg, model=dict(stored["model_config"]))
-    seed_everything(cfg.train.seed + dist_info.rank, cfg.train.deterministic)
-    prepare_synthetic(cfg, dist_info)
+    return cfg, tasks
 
-    train_records, info = load_dataset_yaml(cfg.data, "train", skip_invalid=cfg.train.skip_invalid)
-    check_task_labels(tasks, info.label_kinds, cfg.data)
-    val_records, _ = load_dataset_yaml(cfg.data, "val", skip_invalid=cfg.train.skip_invalid)
 
+def _build_training_model(
+    cfg: ExperimentConfig, tasks: list[str], info: DatasetInfo, dist_info: DistInfo, pretrained: bool
+) -> nn.Module:
+    """The model for the data, its implicit sharing checked, pretrained weights loaded (not on resume)."""
     model = build_model(
         cfg.model, tasks=tasks, info=info, task_options=cfg.task_options, implicit_share=cfg.implicit_share
     )
@@ -252,7 +302,7 @@ def _run(
                 f"key 'implicit_share.{consumer}': no layer or head of this model reads an implicit tensor named "
                 f"{consumer!r}; the names in use are {sorted(used)}"
             )
-    if cfg.train.weights and resume_from is None:
+    if cfg.train.weights and pretrained:
         skipped = load_pretrained(model, cfg.train.weights)
         if dist_info.is_main:
             print(
@@ -260,10 +310,18 @@ def _run(
             )
     if cfg.train.sync_bn and dist_info.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    balancer = build_balancer(
-        cfg.balancer.name, list(model.tasks), cfg.balancer.weights, cfg.balancer.options
-    )
+    return model
 
+
+def _loaders(
+    cfg: ExperimentConfig,
+    train_records: list[ImageRecord],
+    val_records: list[ImageRecord],
+    info: DatasetInfo,
+    dist_info: DistInfo,
+    device: torch.device,
+) -> tuple[Any, Any]:
+    """The training loader (every rank) and the validation loader (rank 0; None elsewhere)."""
     world = dist_info.world_size
     if cfg.train.batch_size % world:
         raise ConfigError(
@@ -288,63 +346,55 @@ def _run(
         persistent_workers=False,
         worker_niceness=niceness,
     )
-    val_loader = None
-    if dist_info.is_main:
-        val_set = MultiTaskDataset(val_records, cfg.train.img_size, False, info=info)
-        val_loader = build_dataloader(
-            val_set,
-            cfg.eval.batch_size or 2 * per_rank,
-            shuffle=False,
-            num_workers=cfg.train.workers,
-            # Persistent workers live as long as the loader: after an exception the traceback keeps the
-            # loader, and so the workers, alive until a garbage collection.
-            persistent_workers=False,
-            worker_niceness=niceness,
-        )
+    if not dist_info.is_main:
+        return train_loader, None
+    val_set = MultiTaskDataset(val_records, cfg.train.img_size, False, info=info)
+    val_loader = build_dataloader(
+        val_set,
+        cfg.eval.batch_size or 2 * per_rank,
+        shuffle=False,
+        num_workers=cfg.train.workers,
+        # Persistent workers live as long as the loader: after an exception the traceback keeps the
+        # loader, and so the workers, alive until a garbage collection.
+        persistent_workers=False,
+        worker_niceness=niceness,
+    )
+    return train_loader, val_loader
 
-    if resume_from is not None:
-        run_dir = resume_from.parent.parent
-    else:
-        run_dir, resume_from = choose_run_dir(cfg, dist_info)
-    if dist_info.is_main:
-        (run_dir / "weights").mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
-    meta = model_meta(model, cfg.task_options, cfg.implicit_share)
-    meta["plugins"] = list(cfg.plugins)
-    hooks = [
+
+def default_hooks(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    meta: dict[str, Any],
+    val_loader: Any,
+    dist_info: DistInfo,
+    progress: bool,
+    extra_hooks: Sequence[Hook] = (),
+) -> list[Hook]:
+    """The hooks of a training run, in order: the weights' average first (evaluation reads it), the
+    caller's, the time budget (its stop makes this epoch's evaluation the final one), evaluation,
+    checkpoints (they store the evaluation's fitness), logging."""
+    ema = [EMAHook(cfg.optim.ema_decay, cfg.optim.ema_ramp, dist_info.is_main)] if cfg.optim.ema else []
+    return [
+        *ema,
         *extra_hooks,
         TimeBudgetHook(cfg.train.time_budget_min),
         EvaluationHook(val_loader),
         CheckpointHook(run_dir, meta),
         LoggerHook(run_dir, progress=progress),
     ]
-    trainer = Trainer(cfg, model, balancer, train_loader, device, dist_info, hooks)
-    if resume_from is not None:
-        state = load_safe(resume_from, map_location=device)
-        require_format(state, resume_from)
-        trainer.load_state_dict(state)
-        if dist_info.is_main:
-            print(f"resuming {run_dir} from epoch {trainer.state.epoch + 1}")
-    if dist_info.is_main:
-        print(f"run folder: {run_dir}")
-        n_params = sum(p.numel() for p in model.parameters())
-        print(
-            f"model {cfg.model}: {n_params:,} parameters; tasks {list(model.tasks)}; balancer {cfg.balancer.name}"
-        )
-    if trainer.state.epoch >= trainer.epochs:
-        state = trainer.state
-    else:
-        state = trainer.train()
-    metrics = state.metrics
-    if dist_info.is_main:
-        if metrics:
-            # The one writer of metrics.json: here only a run that ended (finished, stopped by its time
-            # budget or by a hook) writes it; a hook's after_train also runs after a crash or a Ctrl-C and
-            # would leave an interval evaluation looking like the run's result.
-            write_text_or_warn(run_dir / "metrics.json", metrics_json(metrics))
-            print(print_metrics_table(metrics))
-        print(f"results saved to {run_dir}")
-    return run_dir, metrics
+
+
+def _report(metrics: dict[str, dict[str, Any]], run_dir: Path, dist_info: DistInfo) -> None:
+    if not dist_info.is_main:
+        return
+    if metrics:
+        # The one writer of metrics.json: here only a run that ended (finished, stopped by its time
+        # budget or by a hook) writes it; a hook's after_train also runs after a crash or a Ctrl-C and
+        # would leave an interval evaluation looking like the run's result.
+        write_text_or_warn(run_dir / "metrics.json", metrics_json(metrics))
+        print(print_metrics_table(metrics))
+    print(f"results saved to {run_dir}")
 
 
 def experiment_from_checkpoint(path: Path) -> ExperimentConfig:

@@ -1,19 +1,19 @@
 """The joint trainer: forward once, every task's losses, a balancer, backward, optimiser step.
 
-The trainer knows nothing about any task or balancer: tasks return named loss terms, the balancer turns
-their per-task sums into one scalar (and back-propagates it), and hooks do logging, evaluation,
-checkpointing and EMA at five fixed stages.
+The trainer knows nothing about any task, balancer or batch key: the model computes every task's named
+loss terms from the batch, the balancer turns their per-task sums into one scalar (and back-propagates
+it), the optimiser and schedule come from :mod:`unified.engine.optim`, and hooks do logging, evaluation,
+checkpointing, EMA and the time budget at seven fixed stages.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import random
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,11 @@ import torch
 from torch import nn
 
 from unified.data.dataset import batch_to_device, iterate_loader
+from unified.distributed import DistInfo, all_reduce_sum
 from unified.engine.balancers import Balancer
-from unified.engine.distributed import DistInfo, all_reduce_sum
 from unified.engine.experiment import ExperimentConfig
 from unified.engine.hooks import Hook
+from unified.engine.optim import Schedule, build_optimizer
 
 
 class NonFiniteLossError(RuntimeError):
@@ -48,7 +49,6 @@ class TrainState:
     nonfinite_in_row: int = 0
     skipped_steps: int = 0
     stop: bool = False
-    planned_epochs: int = 0  # 0: train.epochs; a time budget may shorten the schedule (TimeBudgetHook)
     step_logs: dict[str, float] = field(default_factory=dict)
     epoch_sums: dict[str, float] = field(default_factory=dict)
     epoch_count: int = 0
@@ -129,64 +129,6 @@ class TrainingModule(nn.Module):
         return total, task_totals, terms
 
 
-class ModelEMA:
-    """Exponential moving average of the model weights (decay ramps up over the first updates)."""
-
-    def __init__(
-        self, model: nn.Module, decay: float = 0.9999, ramp: float = 2000.0, updates: int = 0
-    ) -> None:
-        self.ema = copy.deepcopy(model).eval()
-        for p in self.ema.parameters():
-            p.requires_grad_(False)
-        self.decay = decay
-        self.ramp = ramp
-        self.updates = updates
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = self.decay * (1 - math.exp(-self.updates / self.ramp))
-        source = model.state_dict()
-        for name, value in self.ema.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(d).add_(source[name].detach(), alpha=1 - d)
-            else:
-                value.copy_(source[name])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.ema.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.ema.load_state_dict(state["model"])
-        self.updates = int(state["updates"])
-
-
-def parameter_groups(
-    model: nn.Module, no_decay_extra: Iterable[nn.Parameter] = ()
-) -> tuple[list, list, list]:
-    """Split parameters as YOLO trainers do: (no decay: norms and implicit tensors, decay: weights, biases)."""
-    exempt = {id(p) for p in no_decay_extra}
-    bank = getattr(model, "bank", None)
-    if bank is not None:
-        exempt |= {id(p) for p in bank.parameters()}
-    no_decay, decay, biases = [], [], []
-    seen: set[int] = set()
-    for module in model.modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if id(p) in seen or not p.requires_grad:
-                continue
-            seen.add(id(p))
-            if id(p) in exempt:
-                no_decay.append(p)
-            elif pname == "bias":
-                biases.append(p)
-            elif p.ndim > 1:
-                decay.append(p)
-            else:
-                no_decay.append(p)
-    return no_decay, decay, biases
-
-
 class Trainer:
     """Runs the joint training loop.
 
@@ -198,7 +140,7 @@ class Trainer:
             ``set_epoch``.
         device: This rank's device.
         dist_info: Rank and world size.
-        hooks: Called at the five stages, in order.
+        hooks: Called at the seven stages, in order.
     """
 
     def __init__(
@@ -241,13 +183,17 @@ class Trainer:
         self.autocast_dtype = resolve_precision(cfg.train.precision, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype is torch.float16)
         self.world_batch = cfg.train.batch_size
-        self.accumulate = max(round(cfg.optim.nominal_batch_size / self.world_batch), 1)
-        self.optimizer = self._build_optimizer()
-        self.ema = (
-            ModelEMA(self.model, cfg.optim.ema_decay, cfg.optim.ema_ramp)
-            if cfg.optim.ema and self.dist.is_main
-            else None
+        self.schedule = Schedule(cfg.optim, cfg.train.epochs, self.world_batch)
+        self.optimizer = build_optimizer(
+            cfg.optim,
+            self.model,
+            self.balancer.parameters(),
+            self.balancer.decay_exempt(),
+            self.world_batch,
+            device,
         )
+        #: A hook's average of the weights (EMA), evaluated and saved instead of the model when set.
+        self.averaged_model: nn.Module | None = None
         self.last_batch_terms: dict[str, dict[str, float]] = {}
         # BatchNorm updates its running statistics during the forward pass: a forward pass that turns out
         # non-finite is undone, or its NaN statistics would poison evaluation and every later checkpoint.
@@ -256,77 +202,23 @@ class Trainer:
         self._gradient_culprits: list[str] = []  # where the last non-finite gradients were
 
     # ----------------------------------------------------------------------------------------- setup
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        o = self.cfg.optim
-        no_decay, decay, biases = parameter_groups(self.model, self.balancer.decay_exempt())
-        no_decay += [p for p in self.balancer.parameters() if p.requires_grad]
-        weight_decay = o.weight_decay * self.world_batch * self.accumulate / o.nominal_batch_size
-        # Fused kernels update all parameters in one pass instead of a loop of small ops: SGD ~8.7x faster
-        # on CPU (yolor-p6, 37M parameters: 1.32 s -> 0.15 s per step), AdamW 3.4x (the demo's 1.6M: 8.7 ms
-        # -> 2.5 ms, 6% of its step).
-        fused = True if self.device.type in ("cpu", "cuda") else None
-        if o.optimizer == "sgd":
-            optimizer = torch.optim.SGD(no_decay, lr=o.lr0, momentum=o.momentum, nesterov=True, fused=fused)
-        elif o.optimizer == "adam":
-            optimizer = torch.optim.Adam(no_decay, lr=o.lr0, betas=(o.momentum, 0.999), fused=fused)
-        else:
-            optimizer = torch.optim.AdamW(
-                no_decay, lr=o.lr0, betas=(o.momentum, 0.999), weight_decay=0.0, fused=fused
-            )
-        optimizer.add_param_group({"params": decay, "weight_decay": weight_decay})
-        optimizer.add_param_group({"params": biases, "weight_decay": 0.0, "is_bias": True})
-        for group in optimizer.param_groups:
-            group["initial_lr"] = o.lr0
-        return optimizer
-
     @property
     def epochs(self) -> int:
         """Epochs of this run's schedule: ``train.epochs``, or fewer when a time budget shortened it."""
-        return self.state.planned_epochs or self.cfg.train.epochs
+        return self.schedule.epochs
 
-    def lr_factor(self, epoch: float) -> float:
-        """Schedule multiplier of ``lr0`` at a (fractional) epoch."""
-        o, n = self.cfg.optim, self.epochs
-        if o.schedule == "cosine":
-            return ((1 - math.cos(epoch * math.pi / n)) / 2) * (o.lrf - 1) + 1
-        if o.schedule == "linear":
-            return (1 - epoch / n) * (1.0 - o.lrf) + o.lrf
-        return 1.0
-
-    def _apply_schedule(self) -> None:
-        """Warm-up of lr, momentum and bias lr, then the per-epoch schedule (as the official trainer)."""
-        o, s = self.cfg.optim, self.state
-        warmup_iters = round(o.warmup_epochs * s.batches_per_epoch)
-        base = o.lr0 * self.lr_factor(s.epoch)
-        if s.iteration < warmup_iters:
-            x = s.iteration / warmup_iters
-            self.accumulate = max(
-                1, round(1 + x * (self.cfg.optim.nominal_batch_size / self.world_batch - 1))
-            )
-            for group in self.optimizer.param_groups:
-                start = o.warmup_bias_lr if group.get("is_bias") else 0.0
-                group["lr"] = start + x * (base - start)
-                if "momentum" in group:
-                    group["momentum"] = o.warmup_momentum + x * (o.momentum - o.warmup_momentum)
-                elif "betas" in group:
-                    group["betas"] = (
-                        o.warmup_momentum + x * (o.momentum - o.warmup_momentum),
-                        group["betas"][1],
-                    )
-        else:
-            self.accumulate = max(round(o.nominal_batch_size / self.world_batch), 1)
-            for group in self.optimizer.param_groups:
-                group["lr"] = base
-                if "momentum" in group:
-                    group["momentum"] = o.momentum
+    @property
+    def accumulate(self) -> int:
+        """Micro-batches per optimiser step now."""
+        return self.schedule.accumulate
 
     # ----------------------------------------------------------------------------------------- loop
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast_context(self.device, self.autocast_dtype)
 
     def eval_model(self) -> nn.Module:
-        """The model to evaluate and save: the EMA when enabled."""
-        return self.ema.ema if self.ema is not None else self.model
+        """The model to evaluate and save: the averaged one when a hook keeps it (EMA)."""
+        return self.averaged_model if self.averaged_model is not None else self.model
 
     def train(self) -> TrainState:
         """Run from ``state.epoch`` to the configured number of epochs (or until a hook sets ``stop``)."""
@@ -352,11 +244,18 @@ class Trainer:
         if generator is not None:
             generator.manual_seed(self.cfg.train.seed * 1000003 + s.epoch)
         s.epoch_iteration, s.epoch_sums, s.epoch_count = 0, {}, 0
+        s.end_of_epoch = False
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        for hook in self.hooks:
+            hook.before_epoch(self)
         for batch in iterate_loader(self.train_loader):
             s.end_of_epoch = s.epoch_iteration == s.batches_per_epoch - 1
             self.run_step(batch)
+            if s.end_of_epoch:  # hooks see the iteration of the epoch's last step, skipped or not
+                self._end_of_epoch_balancing()
+                for hook in self.hooks:
+                    hook.after_epoch(self)
             s.iteration += 1
             s.epoch_iteration += 1
             if s.stop:
@@ -365,7 +264,7 @@ class Trainer:
 
     def run_step(self, batch: dict[str, Any]) -> None:
         s = self.state
-        self._apply_schedule()
+        self.schedule.apply(self.optimizer, s.epoch, s.iteration, s.batches_per_epoch)
         for hook in self.hooks:
             hook.before_step(self)
         memory_format = torch.channels_last if self.cfg.train.channels_last else None
@@ -410,14 +309,11 @@ class Trainer:
         for key, value in logs.items():
             s.epoch_sums[key] = s.epoch_sums.get(key, 0.0) + value
         s.epoch_count += 1
-        self._end_of_epoch_balancing()
         for hook in self.hooks:
             hook.after_step(self)
 
     def _end_of_epoch_balancing(self) -> None:
         """Epoch-level balancer update, before the end-of-epoch hooks so checkpoints include it."""
-        if not self.state.end_of_epoch:
-            return
         means = self.state.epoch_means()
         if all(f"{t}/total" in means for t in self.balancer.tasks):
             self.balancer.epoch_end({t: means[f"{t}/total"] for t in self.balancer.tasks})
@@ -453,8 +349,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.balancer.after_step()
         self.state.optimizer_steps += 1
-        if self.ema is not None:
-            self.ema.update(self.model)
         return True
 
     def _nonfinite_gradient_owners(self) -> list[str]:
@@ -490,7 +384,6 @@ class Trainer:
                 "stopping. The last good checkpoint (weights/last.pt) is intact. Lower optim.lr0, check the "
                 "data, or try train.precision=fp32."
             )
-        self._end_of_epoch_balancing()
         for hook in self.hooks:
             hook.after_step(self)
 
@@ -507,8 +400,8 @@ class Trainer:
             "balancer": self.balancer.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "schedule": {"accumulate": self.accumulate, "planned_epochs": s.planned_epochs},
+            "schedule": self.schedule.state_dict(),
+            **{h.state_key: h.state_dict() for h in self.hooks if h.state_key is not None},
             "rng": {
                 "torch": torch.get_rng_state(),
                 "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
@@ -522,15 +415,15 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])
+        for hook in self.hooks:
+            if hook.state_key is not None:
+                hook.load_state_dict(state.get(hook.state_key))
         s = self.state
         s.epoch, s.iteration = int(state["epoch"]), int(state["iteration"])
         s.optimizer_steps = int(state.get("optimizer_steps", 0))
         s.best_fitness = float(state["best_fitness"])
         s.skipped_steps = int(state.get("skipped_steps", 0))
-        self.accumulate = int(state.get("schedule", {}).get("accumulate", self.accumulate))
-        s.planned_epochs = int(state.get("schedule", {}).get("planned_epochs", 0))
+        self.schedule.load_state_dict(state.get("schedule", {}))
         rng = state.get("rng")
         if rng:
             torch.set_rng_state(rng["torch"])

@@ -10,9 +10,9 @@ Public API:
   definitions alone (e.g. to count the parameters of an official cfg).
 * :func:`relayout`: the converted weights under another config of the same network (the zoo YAMLs),
   verified by equal outputs.
-* :mod:`unified.interop.inference` (sources, letterbox, batched prediction, writers, model-mode tracking)
-  and :mod:`unified.interop.onnx_export` (ONNX graph, outputs, onnxruntime check) serve the deployment
-  tools ``tools/detect.py``, ``tools/export.py`` and ``tools/track.py``.
+
+Inference on files (sources, writers, model-mode tracking) is :mod:`unified.inference`; ONNX export is
+:mod:`unified.export`.
 """
 
 from unified.interop.common import ConvertedModel, InteropError, map_state_dict

@@ -74,7 +74,7 @@ def converted_checkpoint(
     converted: ConvertedModel, provenance: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """A unified checkpoint dict (the training checkpoints' layout; loads with ``weights_only=True``)."""
-    from unified.engine.checkpoint import FORMAT, VERSION
+    from unified.checkpoint import FORMAT, VERSION
     from unified.model import model_meta
 
     model = build_converted(converted)
@@ -119,7 +119,7 @@ def save_converted(
     converted: ConvertedModel, out: str | Path, provenance: dict[str, Any] | None = None
 ) -> Path:
     """Write the unified checkpoint atomically; returns its path."""
-    from unified.engine.checkpoint import save_atomic
+    from unified.checkpoint import save_atomic
 
     return save_atomic(converted_checkpoint(converted, provenance), out)
 

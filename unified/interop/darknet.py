@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,15 +235,39 @@ def translate_darknet(source: str | Path, text: str | None = None) -> DarknetTra
     """
     source = str(source)
     _, sections = parse_darknet_cfg(source, text)
+    _check_supported(source, sections)
+    levels, head_sections = _find_heads(source, sections)
+    model_act = _model_activation(source, sections, head_sections)
+    body = _BodyRows(source, sections, model_act)
+    constants = {s.index for s in sections if s.type in ("implicit_add", "implicit_mul")}
+    for section in sections:
+        if section.index not in head_sections and section.index not in constants:
+            body.add(section)
+    outputs, implicit, implicit_share = _translate_head(source, sections, levels, body)
+    nc, anchors = _head_geometry(source, levels)
+    config = {
+        "description": f"converted from the official darknet cfg {Path(source).name}",
+        "nc": nc,
+        "norm": dict(DARKNET_NORM),
+        "activation": model_act,
+        "anchors": anchors,
+        "backbone": body.rows,
+        "outputs": outputs,
+        "head": {"implicit": implicit},
+    }
+    return DarknetTranslation(config, body.key_map, implicit_share, body.row_of, sections, source)
+
+
+def _check_supported(source: str, sections: list[DarknetSection]) -> None:
     for section in sections:
         if section.type not in SUPPORTED_SECTIONS:
             raise _Cfg(source, section).fail(
                 f"darknet layer type '{section.type}' is not supported (supported: {', '.join(SUPPORTED_SECTIONS)})"
             )
-    levels, head_sections = _find_heads(source, sections)
-    constants = {s.index for s in sections if s.type in ("implicit_add", "implicit_mul")}
 
-    # Most convolutions share one activation: make it the model's and spell out only the others.
+
+def _model_activation(source: str, sections: list[DarknetSection], head_sections: set[int]) -> str:
+    """Most convolutions share one activation: make it the model's and spell out only the others."""
     acts = Counter(
         _activation(_Cfg(source, s))
         for s in sections
@@ -250,77 +275,123 @@ def translate_darknet(source: str | Path, text: str | None = None) -> DarknetTra
         and s.index not in head_sections
         and _Cfg(source, s).integer("batch_normalize", 0)
     )
-    model_act = next((a for a, _ in acts.most_common() if a != "linear"), "silu")
+    return next((a for a, _ in acts.most_common() if a != "linear"), "silu")
 
-    rows: list[list[Any]] = []
-    row_of: dict[int, int] = {}
-    key_map: dict[str, str] = {}
 
-    def src(cfg: _Cfg, section_index: int) -> int:
+class _BodyRows:
+    """Our body rows, one per darknet section outside the head, and the weight keys of each.
+
+    Attributes:
+        rows: Our ``backbone`` rows so far.
+        row_of: Darknet section index -> its row.
+        key_map: ``module_list.{i}.<...>`` -> our state_dict key, for the sections translated so far.
+    """
+
+    def __init__(self, source: str, sections: list[DarknetSection], model_act: str) -> None:
+        self.source = source
+        self.sections = sections
+        self.model_act = model_act
+        self.rows: list[list[Any]] = []
+        self.row_of: dict[int, int] = {}
+        self.key_map: dict[str, str] = {}
+
+    def src(self, cfg: _Cfg, section_index: int) -> int:
         """Our ``from`` for reading darknet section ``section_index`` (-1 = the image)."""
         if section_index < 0:
             return -1
-        if section_index not in row_of:
-            kind = sections[section_index].type
+        if section_index not in self.row_of:
+            kind = self.sections[section_index].type
             raise cfg.fail(
                 f"reads section {section_index} [{kind}], which has no feature map in the translated model "
                 f"(implicit constants and detection-head layers can only be read by the head pattern)"
             )
-        row = row_of[section_index]
-        return -1 if row == len(rows) - 1 else row
+        row = self.row_of[section_index]
+        return -1 if row == len(self.rows) - 1 else row
 
-    for section in sections:
-        i = section.index
-        if i in head_sections or i in constants:
-            continue
-        cfg = _Cfg(source, section)
-        kind = section.type
-        previous = i - 1
-        if kind == "convolutional":
-            block, args, has_bn = _convolution(cfg, model_act)
-            rows.append([src(cfg, previous), 1, block, args])
-            prefix = f"body.layers.{len(rows) - 1}"
-            key_map[f"module_list.{i}.Conv2d.weight"] = f"{prefix}.conv.weight"
-            if has_bn:
-                for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
-                    key_map[f"module_list.{i}.BatchNorm2d.{name}"] = f"{prefix}.bn.{name}"
-            else:
-                key_map[f"module_list.{i}.Conv2d.bias"] = f"{prefix}.conv.bias"
-        elif kind == "route":
-            if "groups" in section.options or "group_id" in section.options:
-                raise cfg.fail("route with groups/group_id (channel split) is not supported")
-            layers = [cfg.ref(v) for v in cfg.integers("layers")]
-            rows.append([[_absolute(src(cfg, j), len(rows)) for j in layers], 1, "Concat", []])
-        elif kind == "shortcut":
-            if "weights_type" in section.options:
-                raise cfg.fail("weighted shortcut (weights_type) is not supported")
-            others = [cfg.ref(v) for v in cfg.integers("from")]
-            froms = [_absolute(src(cfg, previous), len(rows))] + [
-                _absolute(src(cfg, j), len(rows)) for j in others
-            ]
-            rows.append([froms, 1, "Shortcut", []])
-        elif kind == "upsample":
-            rows.append([src(cfg, previous), 1, "Upsample", [cfg.integer("stride", 2)]])
-        elif kind == "maxpool":
-            size, stride = cfg.integer("size", 2), cfg.integer("stride", 1)
-            if size == 2 and stride == 1:
-                raise cfg.fail("maxpool size=2 stride=1 (zero-padded, yolov3-tiny) is not supported")
-            rows.append([src(cfg, previous), 1, "MaxPool", [size, stride]])
-        elif kind == "reorg":
-            rows.append([src(cfg, previous), 1, "ReOrg", []])
-        elif kind in ("shift_channels", "control_channels"):
-            refs = [cfg.ref(v) for v in cfg.integers("from")]
-            wanted = "implicit_add" if kind == "shift_channels" else "implicit_mul"
-            if len(refs) != 1 or sections[refs[0]].type != wanted:
-                raise cfg.fail(f"{kind} must read one [{wanted}] section, got from={refs}")
-            block = "ImplicitAdd" if kind == "shift_channels" else "ImplicitMul"
-            rows.append([src(cfg, previous), 1, block, [f"darknet.{refs[0]}"]])
-            key_map[f"module_list.{refs[0]}.implicit"] = f"bank.darknet.{refs[0]}.implicit"
-        row_of[i] = len(rows) - 1
+    def absolute(self, cfg: _Cfg, section_index: int) -> int:
+        """Our ``from`` for reading ``section_index`` in a multi-input row (see :func:`_absolute`)."""
+        return _absolute(self.src(cfg, section_index), len(self.rows))
 
+    def add(self, section: DarknetSection) -> None:
+        """Append the row of ``section`` (which reads the section before it unless it says otherwise)."""
+        cfg = _Cfg(self.source, section)
+        self.rows.append(_SECTION_ROWS[section.type](self, cfg, section.index - 1))
+        self.row_of[section.index] = len(self.rows) - 1
+
+    def convolutional(self, cfg: _Cfg, previous: int) -> list[Any]:
+        block, args, has_bn = _convolution(cfg, self.model_act)
+        row = [self.src(cfg, previous), 1, block, args]
+        i, prefix = cfg.section.index, f"body.layers.{len(self.rows)}"
+        self.key_map[f"module_list.{i}.Conv2d.weight"] = f"{prefix}.conv.weight"
+        if has_bn:
+            for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                self.key_map[f"module_list.{i}.BatchNorm2d.{name}"] = f"{prefix}.bn.{name}"
+        else:
+            self.key_map[f"module_list.{i}.Conv2d.bias"] = f"{prefix}.conv.bias"
+        return row
+
+    def route(self, cfg: _Cfg, previous: int) -> list[Any]:
+        if "groups" in cfg.section.options or "group_id" in cfg.section.options:
+            raise cfg.fail("route with groups/group_id (channel split) is not supported")
+        layers = [cfg.ref(v) for v in cfg.integers("layers")]
+        return [[self.absolute(cfg, j) for j in layers], 1, "Concat", []]
+
+    def shortcut(self, cfg: _Cfg, previous: int) -> list[Any]:
+        if "weights_type" in cfg.section.options:
+            raise cfg.fail("weighted shortcut (weights_type) is not supported")
+        others = [cfg.ref(v) for v in cfg.integers("from")]
+        return [[self.absolute(cfg, previous)] + [self.absolute(cfg, j) for j in others], 1, "Shortcut", []]
+
+    def upsample(self, cfg: _Cfg, previous: int) -> list[Any]:
+        return [self.src(cfg, previous), 1, "Upsample", [cfg.integer("stride", 2)]]
+
+    def maxpool(self, cfg: _Cfg, previous: int) -> list[Any]:
+        size, stride = cfg.integer("size", 2), cfg.integer("stride", 1)
+        if size == 2 and stride == 1:
+            raise cfg.fail("maxpool size=2 stride=1 (zero-padded, yolov3-tiny) is not supported")
+        return [self.src(cfg, previous), 1, "MaxPool", [size, stride]]
+
+    def reorg(self, cfg: _Cfg, previous: int) -> list[Any]:
+        return [self.src(cfg, previous), 1, "ReOrg", []]
+
+    def implicit_op(self, cfg: _Cfg, previous: int) -> list[Any]:
+        """``shift_channels`` / ``control_channels`` outside the head: an implicit row reading the bank."""
+        kind = cfg.section.type
+        refs = [cfg.ref(v) for v in cfg.integers("from")]
+        wanted = "implicit_add" if kind == "shift_channels" else "implicit_mul"
+        if len(refs) != 1 or self.sections[refs[0]].type != wanted:
+            raise cfg.fail(f"{kind} must read one [{wanted}] section, got from={refs}")
+        block = "ImplicitAdd" if kind == "shift_channels" else "ImplicitMul"
+        row = [self.src(cfg, previous), 1, block, [f"darknet.{refs[0]}"]]
+        self.key_map[f"module_list.{refs[0]}.implicit"] = f"bank.darknet.{refs[0]}.implicit"
+        return row
+
+
+#: The row builder of each darknet section type that becomes a body row.
+_SECTION_ROWS: dict[str, Callable[[_BodyRows, _Cfg, int], list[Any]]] = {
+    "convolutional": _BodyRows.convolutional,
+    "route": _BodyRows.route,
+    "shortcut": _BodyRows.shortcut,
+    "upsample": _BodyRows.upsample,
+    "maxpool": _BodyRows.maxpool,
+    "reorg": _BodyRows.reorg,
+    "shift_channels": _BodyRows.implicit_op,
+    "control_channels": _BodyRows.implicit_op,
+}
+
+
+def _translate_head(
+    source: str, sections: list[DarknetSection], levels: list[_HeadLevel], body: _BodyRows
+) -> tuple[list[int], bool, dict[str, str]]:
+    """The body rows the head reads, whether it is implicit, and its bank aliases; adds the head's weight keys.
+
+    Level ``l``'s 1×1 conv becomes ``heads.detect.m.{l}`` and its implicit sections ``detect.ia.{l}`` /
+    ``detect.im.{l}``; a section that several levels use is an alias of the first level's name.
+    """
     implicit = levels[0].shift is not None
     implicit_share: dict[str, str] = {}
     first_user: dict[int, str] = {}
+    key_map = body.key_map
     outputs = []
     for level, head in enumerate(levels):
         cfg = _Cfg(source, sections[head.yolo])
@@ -329,7 +400,7 @@ def translate_darknet(source: str | Path, text: str | None = None) -> DarknetTra
                 "every yolo level needs the same head: shift_channels + 1×1 conv + control_channels on all "
                 "levels (YOLOR) or on none (plain YOLO)"
             )
-        outputs.append(row_of.get(head.feature, None))
+        outputs.append(body.row_of.get(head.feature, None))
         if outputs[-1] is None:
             raise cfg.fail(f"the head reads section {head.feature}, which has no feature map")
         key_map[f"module_list.{head.conv}.Conv2d.weight"] = f"heads.detect.m.{level}.weight"
@@ -346,24 +417,18 @@ def translate_darknet(source: str | Path, text: str | None = None) -> DarknetTra
             if key in key_map:
                 raise cfg.fail(f"implicit section {section_index} is used both in the body and by the head")
             key_map[key] = f"bank.{name}.implicit"
+    return outputs, implicit, implicit_share
 
+
+def _head_geometry(source: str, levels: list[_HeadLevel]) -> tuple[int, list[list[float | int]]]:
+    """``nc`` and ``anchors`` of our config: the ``yolo`` sections must agree on the class and anchor counts."""
     classes = {head.classes for head in levels}
     if len(classes) != 1:
         raise InteropError(f"{source}: the yolo sections disagree on 'classes': {sorted(classes)}")
     anchors_per_level = {len(head.anchors) for head in levels}
     if len(anchors_per_level) != 1:
         raise InteropError(f"{source}: every yolo section needs the same number of anchors (mask entries)")
-    config = {
-        "description": f"converted from the official darknet cfg {Path(source).name}",
-        "nc": classes.pop(),
-        "norm": dict(DARKNET_NORM),
-        "activation": model_act,
-        "anchors": [[_number(v) for v in head.anchors] for head in levels],
-        "backbone": rows,
-        "outputs": outputs,
-        "head": {"implicit": implicit},
-    }
-    return DarknetTranslation(config, key_map, implicit_share, row_of, sections, source)
+    return classes.pop(), [[_number(v) for v in head.anchors] for head in levels]
 
 
 def _absolute(src: int, current: int) -> int:

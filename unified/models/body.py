@@ -54,7 +54,7 @@ from unified.models.blocks import (
 from unified.models.config import ModelConfig, load_model_config
 from unified.models.fuse import Fusable, fuse_model
 from unified.registry import RegistryError
-from unified.task import FeatureShape
+from unified.structures import FeatureShape
 
 
 @dataclass(frozen=True)
@@ -96,34 +96,12 @@ class Body(nn.Module, Fusable):
             self.bank = bank  # owned, so its tensors are saved with the body
         defaults = LayerDefaults(cfg.norm.eps, cfg.norm.momentum, cfg.activation)
         self.layers = nn.ModuleList()
-        channels: list[int] = []
-        strides: list[Fraction] = []
-        inputs: list[tuple[int, ...]] = []
-        multi: list[bool] = []
-        specs: list[LayerSpec] = []
+        self.specs: list[LayerSpec] = []
+        self.channels: list[int] = []
+        self.strides: list[Fraction] = []
+        self._inputs: list[tuple[int, ...]] = []
+        self._multi: list[bool] = []
         for index, row in enumerate(rows):
-            src, repeats, name, args = row[0], row[1], row[2], (row[3] if len(row) > 3 else [])
-            froms = src if isinstance(src, list) else [src]
-            absolute = tuple(f if f >= 0 else index + f for f in froms)
-            key = cfg.row_key(index)
-            try:
-                block_cls = BLOCKS.get(name)
-            except RegistryError as exc:
-                raise ConfigError(f"{cfg.where(key)}: {exc}") from None
-            if block_cls.multi_input != isinstance(src, list) and not (
-                block_cls.multi_input and len(froms) == 1
-            ):
-                wanted = "a list of layers" if block_cls.multi_input else "a single layer"
-                raise ConfigError(f"{cfg.where(key)}: {name} reads {wanted}, got 'from' {src!r}")
-            in_channels = [cfg.input_channels if j < 0 else channels[j] for j in absolute]
-            in_strides = {Fraction(1) if j < 0 else strides[j] for j in absolute}
-            if len(in_strides) > 1:
-                shown = ", ".join(
-                    f"layer {j}: stride {Fraction(1) if j < 0 else strides[j]}" for j in absolute
-                )
-                raise ConfigError(
-                    f"{cfg.where(key)}: {name} reads feature maps of different strides ({shown})"
-                )
             ctx = BuildContext(
                 defaults=defaults,
                 width_multiple=cfg.width_multiple,
@@ -132,44 +110,49 @@ class Body(nn.Module, Fusable):
                 bank=bank,
                 layer_index=index,
             )
-            n = ctx.repeats(repeats)
-            try:
-                module = self._build(block_cls, in_channels, args, n, ctx)
-            except (ConfigError, TypeError, ValueError) as exc:
-                raise ConfigError(
-                    f"{cfg.where(key)}: cannot build {name} with args {args!r}: {exc}"
-                ) from None
-            self.layers.append(module)
-            channels.append(module.out_channels)
-            strides.append(in_strides.pop() * module.stride_factor)
-            inputs.append(absolute)
-            multi.append(block_cls.multi_input)
-            specs.append(LayerSpec(index, absolute, n, name, tuple(args), module.out_channels, strides[-1]))
-        self.specs = specs
-        self.channels = channels
-        self.strides = strides
-        self._inputs = inputs
-        self._multi = multi
+            self._add_row(index, row, ctx)
         self.outputs = list(cfg.outputs)
         for k, out in enumerate(self.outputs):
-            if strides[out].denominator != 1:
+            if self.strides[out].denominator != 1:
                 raise ConfigError(
-                    f"{cfg.where(f'outputs.{k}')}: layer {out} has a fractional stride {strides[out]}"
+                    f"{cfg.where(f'outputs.{k}')}: layer {out} has a fractional stride {self.strides[out]}"
                 )
-        self.out_shapes = [FeatureShape(channels[o], int(strides[o])) for o in self.outputs]
-        # Keep only what a later layer (other than the next one) or the output list needs, and drop each
-        # kept tensor after its last reader, so peak memory stays close to a plain feed-forward net.
-        last_use: dict[int, int] = {}
-        for index, srcs in enumerate(inputs):
-            for j in srcs:
-                if j >= 0 and j != index - 1:
-                    last_use[j] = index
-        for o in self.outputs:
-            last_use[o] = len(rows)
-        self._keep = frozenset(last_use)
-        self._release: list[tuple[int, ...]] = [
-            tuple(j for j, last in last_use.items() if last == index) for index in range(len(rows))
-        ]
+        self.out_shapes = [FeatureShape(self.channels[o], int(self.strides[o])) for o in self.outputs]
+        self._keep, self._release = _release_plan(self._inputs, self.outputs)
+
+    def _add_row(self, index: int, row: list[Any], ctx: BuildContext) -> None:
+        """Build row ``index`` of the config and append its layer, channels, stride and inputs.
+
+        Raises:
+            ConfigError: naming the row, for an unknown block, a ``from`` of the wrong shape, inputs of
+                different strides, or args the block cannot be built with.
+        """
+        cfg = self.cfg
+        src, repeats, name, args = row[0], row[1], row[2], (row[3] if len(row) > 3 else [])
+        froms = src if isinstance(src, list) else [src]
+        absolute = tuple(f if f >= 0 else index + f for f in froms)
+        key = cfg.row_key(index)
+        block_cls = _block_class(cfg, key, name, src)
+        in_channels = [cfg.input_channels if j < 0 else self.channels[j] for j in absolute]
+        in_strides = {Fraction(1) if j < 0 else self.strides[j] for j in absolute}
+        if len(in_strides) > 1:
+            shown = ", ".join(
+                f"layer {j}: stride {Fraction(1) if j < 0 else self.strides[j]}" for j in absolute
+            )
+            raise ConfigError(f"{cfg.where(key)}: {name} reads feature maps of different strides ({shown})")
+        n = ctx.repeats(repeats)
+        try:
+            module = self._build(block_cls, in_channels, args, n, ctx)
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{cfg.where(key)}: cannot build {name} with args {args!r}: {exc}") from None
+        self.layers.append(module)
+        self.channels.append(module.out_channels)
+        self.strides.append(in_strides.pop() * module.stride_factor)
+        self._inputs.append(absolute)
+        self._multi.append(block_cls.multi_input)
+        self.specs.append(
+            LayerSpec(index, absolute, n, name, tuple(args), module.out_channels, self.strides[-1])
+        )
 
     @staticmethod
     def _build(
@@ -294,6 +277,42 @@ class _FoldedImplicit(nn.Identity):
 
     def extra_repr(self) -> str:
         return f"folded implicit {self.folded!r}"
+
+
+def _block_class(cfg: ModelConfig, key: str, name: Any, src: Any) -> type[Block]:
+    """The registered block of a row, which must read one layer or a list of them as the block expects.
+
+    Raises:
+        ConfigError: naming the row, for an unknown block or a ``from`` of the wrong shape.
+    """
+    try:
+        block_cls = BLOCKS.get(name)
+    except RegistryError as exc:
+        raise ConfigError(f"{cfg.where(key)}: {exc}") from None
+    froms = src if isinstance(src, list) else [src]
+    if block_cls.multi_input != isinstance(src, list) and not (block_cls.multi_input and len(froms) == 1):
+        wanted = "a list of layers" if block_cls.multi_input else "a single layer"
+        raise ConfigError(f"{cfg.where(key)}: {name} reads {wanted}, got 'from' {src!r}")
+    return block_cls
+
+
+def _release_plan(
+    inputs: list[tuple[int, ...]], outputs: list[int]
+) -> tuple[frozenset[int], list[tuple[int, ...]]]:
+    """The layers whose output ``forward`` keeps, and after each layer those it can drop.
+
+    Only what a later layer (other than the next one) or the output list needs is kept, and each kept
+    tensor is dropped after its last reader, so peak memory stays close to a plain feed-forward net.
+    """
+    last_use: dict[int, int] = {}
+    for index, srcs in enumerate(inputs):
+        for j in srcs:
+            if j >= 0 and j != index - 1:
+                last_use[j] = index
+    for o in outputs:
+        last_use[o] = len(inputs)
+    release = [tuple(j for j, last in last_use.items() if last == index) for index in range(len(inputs))]
+    return frozenset(last_use), release
 
 
 def _uses_implicit(name: Any) -> bool:

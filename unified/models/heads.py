@@ -19,7 +19,7 @@ from torch import nn
 
 from unified.implicit import ImplicitBank, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable
-from unified.task import FeatureShape
+from unified.structures import FeatureShape
 
 
 def init_detect_biases(

@@ -5,8 +5,8 @@ import pickle
 import pytest
 import torch
 
-from unified.engine import checkpoint as ckpt_mod
-from unified.engine.checkpoint import CheckpointError, load_safe, require_format, save_atomic
+from unified import checkpoint as ckpt_mod
+from unified.checkpoint import CheckpointError, load_safe, require_format, save_atomic
 
 
 def test_round_trip_with_weights_only(tmp_path):

@@ -20,7 +20,7 @@ converting ``xywh`` to corners; boxes are in letterboxed input pixels, so undo t
 ``unified.ops.boxes.letterbox_to_original``.
 
 ``onnx`` and ``onnxruntime`` are the ``export`` extra (``pip install 'unified[export]'``); without them a
-:class:`~unified.interop.inference.MissingDependencyError` says so.
+:class:`~unified.inference.sources.MissingDependencyError` says so.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unified.interop.inference import MissingDependencyError
+from unified.inference.sources import MissingDependencyError
 from unified.registry import Registry
 
 #: Task name -> function ``(model, outputs) -> {output name: tensor}`` giving that task's graph outputs.

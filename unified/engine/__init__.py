@@ -1,0 +1,2 @@
+"""The training engine: the trainer, balancers, hooks (EMA, evaluation, checkpoints, logging, time budget),
+the optimiser and schedule, evaluation and the launch of a run."""
