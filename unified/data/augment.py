@@ -311,24 +311,31 @@ def warp_pieces(
     visible = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1]) / float(out_size * out_size)
     names = kind_order(pieces[0].kinds)
     instance_kinds = [n for n in names if label_kind(n).per_instance]
-    outcomes = []
-    for index, piece in enumerate(pieces):
-        warped = {n: label_kind(n).warp(piece.labels[n], matrix, out) for n in instance_kinds}
-        keep: np.ndarray | None = None
-        for n in instance_kinds:
-            survivors = label_kind(n).survivors(piece.labels[n], warped[n], gain)
-            if survivors is not None:
-                keep = survivors if keep is None else keep & survivors
-        if keep is not None:
-            warped = {n: label_kind(n).select(v, keep) for n, v in warped.items()}
-        outcomes.append(PieceOutcome(sources[index].labels, piece.kinds, warped, float(visible[index])))
-    labels: dict[str, Any] = {}
-    for name in names:
-        kind = label_kind(name)
-        if kind.per_instance:
-            labels[name] = kind.concat([o.kept[name] for o in outcomes])
-        else:
-            labels[name] = kind.combine(outcomes, info)
+    # Every piece's instances warp together (one call per kind), remembering which piece each came from.
+    counts = [label_kind("boxes").count(p.labels["boxes"]) if "boxes" in p.labels else 0 for p in pieces]
+    source = np.repeat(np.arange(len(pieces)), counts)
+    before = {n: label_kind(n).concat([p.labels[n] for p in pieces]) for n in instance_kinds}
+    warped = {n: label_kind(n).warp(v, matrix, out) for n, v in before.items()}
+    keep = np.ones(len(source), dtype=bool)
+    for n in instance_kinds:
+        survivors = label_kind(n).survivors(before[n], warped[n], gain)
+        if survivors is not None:
+            keep &= survivors
+    labels: dict[str, Any] = {n: label_kind(n).select(v, keep) for n, v in warped.items()}
+    source = source[keep]
+    image_kinds = [n for n in names if not label_kind(n).per_instance]
+    if image_kinds:
+        outcomes = [
+            PieceOutcome(
+                sources[i].labels,
+                piece.kinds,
+                {n: label_kind(n).select(labels[n], source == i) for n in instance_kinds},
+                float(visible[i]),
+            )
+            for i, piece in enumerate(pieces)
+        ]
+        for name in image_kinds:
+            labels[name] = label_kind(name).combine(outcomes, info)
     return Augmented(image, labels)
 
 

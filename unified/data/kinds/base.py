@@ -238,10 +238,9 @@ def label_kind(name: str) -> LabelKind:
     Raises:
         RegistryError: listing the registered kinds.
     """
-    cls = LABEL_KINDS.get(name)
     kind = _INSTANCES.get(name)
-    if kind is None or type(kind) is not cls:
-        kind = _INSTANCES[name] = cls()
+    if kind is None:  # a name keeps its class once registered (the registry refuses a second one)
+        kind = _INSTANCES[name] = LABEL_KINDS.get(name)()
     return kind
 
 

@@ -62,22 +62,29 @@ def transform_boxes(
     """
     if len(boxes) == 0:
         return np.zeros((0, 4), dtype=np.float64)
-    x1, y1, x2, y2 = boxes.T.astype(np.float64)
-    corners = np.stack(
-        [np.stack([x1, y1], 1), np.stack([x2, y1], 1), np.stack([x2, y2], 1), np.stack([x1, y2], 1)], 1
-    )  # (n, 4, 2)
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if matrix[0, 1] == 0 and matrix[1, 0] == 0 and not matrix[2, :2].any() and matrix[2, 2] == 1:
+        # Scale and shift (resize, letterbox, mosaic placement, flips): the same numbers as the general
+        # path below (its extra terms are exact zeros), for a fraction of the cost.
+        sx, sy = matrix[0, 0], matrix[1, 1]
+        out = boxes * np.array([sx, sy, sx, sy]) + np.array([matrix[0, 2], matrix[1, 2]] * 2)
+        if sx < 0:  # mirrored: the corners swap
+            out[:, [0, 2]] = out[:, [2, 0]]
+        if sy < 0:
+            out[:, [1, 3]] = out[:, [3, 1]]
+        return out if clip_to is None else _clip(out, *clip_to)
+    corners = boxes[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(-1, 4, 2)
     homogeneous = np.concatenate([corners, np.ones((*corners.shape[:2], 1))], 2) @ matrix.T
     xy = homogeneous[..., :2] / homogeneous[..., 2:3]
     out = np.concatenate([xy.min(1), xy.max(1)], 1)
     if clip_to is None:
         return out
     width, height = clip_to
-    axis_aligned = matrix[0, 1] == 0 and matrix[1, 0] == 0 and not matrix[2, :2].any()
-    if not axis_aligned:
-        crossing = (out[:, 0] < 0) | (out[:, 1] < 0) | (out[:, 2] > width) | (out[:, 3] > height)
-        for i in np.nonzero(crossing)[0]:
-            polygon = _clip_polygon(xy[i], width, height)
-            out[i] = np.concatenate([polygon.min(0), polygon.max(0)]) if len(polygon) else 0.0
+    # Rotated, sheared or in perspective: the quadrilaterals that cross the border are clipped first.
+    crossing = (out[:, 0] < 0) | (out[:, 1] < 0) | (out[:, 2] > width) | (out[:, 3] > height)
+    for i in np.nonzero(crossing)[0]:
+        polygon = _clip_polygon(xy[i], width, height)
+        out[i] = np.concatenate([polygon.min(0), polygon.max(0)]) if len(polygon) else 0.0
     return _clip(out, width, height)
 
 
