@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,15 @@ class DatasetInfo:
         image_label_names: Image-level labels: the detection classes first, then scene labels.
         num_identities: Number of distinct identities in the training data (0 when none).
         label_kinds: Label kinds present in at least one dataset part (names in ``LABEL_KINDS``).
+        kind_options: Dataset-level options of kinds that take them (the dataset YAML's ``kinds``), as
+            plain data, keyed by kind.
     """
 
     class_names: list[str]
     image_label_names: list[str] = field(default_factory=list)
     num_identities: int = 0
     label_kinds: tuple[str, ...] = ("boxes",)
+    kind_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.image_label_names:

@@ -74,8 +74,8 @@ def test_flipping_twice_gives_the_labels_back(kind):
     labels = example_labels(with_requirements(kind), SIZE, np.random.default_rng(0))
     sample = aug.Augmented(torch.zeros(3, SIZE[1], SIZE[0]), labels)
     for horizontal in (True, False):
-        once = aug.flip(sample, horizontal)
-        assert_same(aug.flip(once, horizontal).labels, labels, SIZE)
+        once = aug.flip(sample, horizontal, INFO)
+        assert_same(aug.flip(once, horizontal, INFO).labels, labels, SIZE)
 
 
 @pytest.mark.parametrize("kind", all_kinds())

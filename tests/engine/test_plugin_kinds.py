@@ -3,6 +3,7 @@ reads, augments and trains through the CLI with ``detect``, with no edit to ``un
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -175,3 +176,57 @@ def test_the_plugin_task_trains_with_detect_through_the_cli(tmp_path, tiny_world
     table = result.stdout + result.stderr
     assert "landmark" in table and "error" in table and "images" in table
     assert (tmp_path / "runs" / "kinds" / "weights" / "best.pt").is_file()
+
+
+@dataclasses.dataclass
+class PairOptions:
+    """Options of a kind whose two points per object swap under horizontal flips when ``swap`` is true."""
+
+    swap: bool = True
+
+
+def _pair_kind(monkeypatch):
+    """A kind registered for one test only (the registry-generated tests never see it)."""
+    from unified.data.kinds import LABEL_KINDS, base
+    from unified.data.kinds.base import LabelKind
+
+    class PairsKind(LabelKind):
+        name = "pairs"
+        per_instance = True
+        requires = ("boxes",)
+        options_class = PairOptions
+
+        def flip(self, value, size, horizontal, info):
+            out = value.copy()
+            out[:, :, 0] = size[0] - value[:, :, 0] if horizontal else value[:, :, 0]
+            return out[:, ::-1] if horizontal and self.options(info).swap else out
+
+    LABEL_KINDS.names()  # the built-in kinds first
+    monkeypatch.setitem(LABEL_KINDS._entries, "pairs", PairsKind)
+    monkeypatch.setitem(LABEL_KINDS._origins, "pairs", __name__)
+    monkeypatch.setattr(base, "_INSTANCES", dict(base._INSTANCES))
+    return base.label_kind("pairs")
+
+
+def test_a_kind_takes_dataset_options_from_the_yaml_and_reads_them_when_it_flips(tmp_path, monkeypatch):
+    kind = _pair_kind(monkeypatch)
+    data = tmp_path / "data.yaml"
+    part = {"name": "p", "format": "landmark_txt", "label_kinds": ["boxes", "landmarks"], "train": "x.txt"}
+    (tmp_path / "x.txt").write_text("")
+    spec = {"names": ["x"], "kinds": {"pairs": {"swap": False}}, "parts": [part]}
+    data.write_text(yaml.safe_dump(spec))
+    with pytest.raises(DataError, match="holds no valid image"):  # the options themselves are fine
+        load_dataset_yaml(data, "train")
+    spec["kinds"] = {"pairs": {"swp": False}}
+    data.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"kinds.pairs.swp.*Did you mean 'swap'"):
+        load_dataset_yaml(data, "train")
+    spec["kinds"] = {"landmarks": {}}
+    data.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match="label kind 'landmarks' takes no options"):
+        load_dataset_yaml(data, "train")
+    points = np.array([[[1.0, 2.0], [5.0, 2.0]]])
+    keep = DatasetInfo(["x"], kind_options={"pairs": {"swap": False}})
+    swap = DatasetInfo(["x"], kind_options={"pairs": {"swap": True}})
+    np.testing.assert_array_equal(kind.flip(points, (10, 10), True, keep), [[[9.0, 2.0], [5.0, 2.0]]])
+    np.testing.assert_array_equal(kind.flip(points, (10, 10), True, swap), [[[5.0, 2.0], [9.0, 2.0]]])

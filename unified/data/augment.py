@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from unified.config import check
-from unified.data.kinds import PieceOutcome, kind_order, label_kind
+from unified.data.kinds import PieceOutcome, count_instances, kind_order, label_kind
 from unified.data.kinds.boxes import box_candidates, transform_boxes
 from unified.data.kinds.image_labels import MIN_VISIBLE_FRACTION
 from unified.structures import DatasetInfo
@@ -312,7 +312,7 @@ def warp_pieces(
     names = kind_order(pieces[0].kinds)
     instance_kinds = [n for n in names if label_kind(n).per_instance]
     # Every piece's instances warp together (one call per kind), remembering which piece each came from.
-    counts = [label_kind("boxes").count(p.labels["boxes"]) if "boxes" in p.labels else 0 for p in pieces]
+    counts = [count_instances(p.labels) for p in pieces]
     source = np.repeat(np.arange(len(pieces)), counts)
     before = {n: label_kind(n).concat([p.labels[n] for p in pieces]) for n in instance_kinds}
     warped = {n: label_kind(n).warp(v, matrix, out) for n, v in before.items()}
@@ -440,22 +440,25 @@ def hsv_jitter(image: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generator
     return torch.einsum("ij,jhw->ihw", matrix, image).clamp_(0, 255)
 
 
-def flip(sample: Augmented, horizontal: bool) -> Augmented:
-    """Mirror left-right (``horizontal``) or up-down; labels follow."""
+def flip(sample: Augmented, horizontal: bool, info: DatasetInfo) -> Augmented:
+    """Mirror left-right (``horizontal``) or up-down; labels follow (with their kinds' left/right swaps)."""
     image = sample.image.flip(2) if horizontal else sample.image.flip(1)
     labels = {
-        name: label_kind(name).flip(value, sample.size, horizontal) for name, value in sample.labels.items()
+        name: label_kind(name).flip(value, sample.size, horizontal, info)
+        for name, value in sample.labels.items()
     }
     return Augmented(image, labels)
 
 
-def photometric_and_flips(sample: Augmented, cfg: AugmentConfig, rng: np.random.Generator) -> Augmented:
+def photometric_and_flips(
+    sample: Augmented, cfg: AugmentConfig, rng: np.random.Generator, info: DatasetInfo
+) -> Augmented:
     """HSV jitter, then the random flips."""
     sample.image = hsv_jitter(sample.image, cfg, rng)
     if rng.random() < cfg.flipud:
-        sample = flip(sample, horizontal=False)
+        sample = flip(sample, False, info)
     if rng.random() < cfg.fliplr:
-        sample = flip(sample, horizontal=True)
+        sample = flip(sample, True, info)
     return sample
 
 

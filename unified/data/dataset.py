@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from unified.data import augment as aug
 from unified.data.augment import AugmentConfig, Augmented, Piece
 from unified.data.image_io import load_rgb
-from unified.data.kinds import LABEL_KINDS, RESERVED_NAMES, kind_order, label_kind, move_to
+from unified.data.kinds import LABEL_KINDS, RESERVED_NAMES, count_instances, kind_order, label_kind, move_to
 from unified.data.records import ImageRecord
 from unified.data.validate import DataError
 from unified.structures import DatasetInfo
@@ -148,7 +148,7 @@ class MultiTaskDataset(Dataset):
                 sample = aug.mixup(sample, self._mosaic(second, rng), rng)
         else:
             sample = aug.single(self.load_piece(index)[0], self.hyp, rng, self.img_size, self.info)
-        return aug.photometric_and_flips(sample, self.hyp, rng)
+        return aug.photometric_and_flips(sample, self.hyp, rng, self.info)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
@@ -173,8 +173,7 @@ class MultiTaskDataset(Dataset):
         return self._to_sample(sample, record, meta)
 
     def _to_sample(self, sample: Augmented, record: ImageRecord, meta: dict[str, Any]) -> dict[str, Any]:
-        boxes = sample.labels.get("boxes")
-        num_instances = label_kind("boxes").count(boxes) if boxes is not None else 0
+        num_instances = count_instances(sample.labels)
         labels = {
             name: label_kind(name).to_sample(sample.labels.get(name), num_instances, sample.size, self.info)
             for name in self.kinds

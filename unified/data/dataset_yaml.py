@@ -21,7 +21,9 @@ written)::
         val: tracks/val
 
 ``label_kinds`` names registered kinds of label (``unified.data.kinds``; a plugin module listed under
-``plugins:`` may register more, and formats to read them). For ``coco`` a split is ``{annotations, images}`` (or only the JSON path: images beside it); for
+``plugins:`` may register more, and formats to read them). A kind that takes dataset-level options (its
+``options_class``) reads them from a top-level ``kinds:`` mapping, e.g. ``kinds: {keypoints: {...}}``;
+they reach every kind method through ``DatasetInfo.kind_options``. For ``coco`` a split is ``{annotations, images}`` (or only the JSON path: images beside it); for
 ``yolo`` and ``jde`` an image folder, a ``.txt`` list of images, or a list of those; for ``mot`` a
 folder (or list of folders). An official YOLO data file (``train``, ``val``, ``nc``, ``names``, as
 ``data/coco.yaml``) is accepted as it is: it becomes one ``yolo`` part with ``boxes``.
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from unified.config import ConfigError, check, from_dict, read_yaml
 from unified.data.formats import FORMATS, CocoSplit, PartContext, SplitLocation, check_part_kinds
@@ -85,6 +88,7 @@ class DatasetSpec:
     names: list[str]
     parts: list[PartSpec]
     scene_labels: list[str] = field(default_factory=list)
+    kinds: dict[str, dict[str, Any]] = field(default_factory=dict)
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -96,6 +100,16 @@ class DatasetSpec:
         part_names = [p.name for p in self.parts]
         if len(set(part_names)) != len(part_names):
             raise ConfigError(f"part names must be unique, got {part_names}")
+        for name, options in self.kinds.items():
+            try:
+                kind = label_kind(name)
+            except RegistryError as exc:
+                check(False, f"kinds.{name}", str(exc))
+            check(kind.options_class is not None, f"kinds.{name}", f"label kind {name!r} takes no options")
+            try:
+                kind.options(DatasetInfo(list(self.names), kind_options={name: options}))
+            except ConfigError as exc:
+                check(False, f"kinds.{name}", str(exc))
 
     @property
     def image_label_names(self) -> list[str]:
@@ -191,6 +205,7 @@ def load_dataset_yaml(
         image_label_names=spec.image_label_names,
         num_identities=len(identities),
         label_kinds=tuple(kind_order(kinds)),
+        kind_options={name: dict(options) for name, options in spec.kinds.items()},
     )
     return records, info
 
@@ -212,7 +227,7 @@ def _read_part(
     )
     records = fmt.read(location, ctx)
     derived = [k for k in kind_order(set(part.label_kinds)) if k not in read_kinds]
-    info = DatasetInfo(list(spec.names), spec.image_label_names)
+    info = DatasetInfo(list(spec.names), spec.image_label_names, kind_options=dict(spec.kinds))
     for record in records:
         for name in derived:
             value = label_kind(name).derive(record.labels, info)

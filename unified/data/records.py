@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from unified.data.kinds import label_kind
+from unified.data.kinds import count_instances, label_kind
 
 
 @dataclass
@@ -41,8 +41,7 @@ class ImageRecord:
     source_id: int = -1
 
     def __post_init__(self) -> None:
-        boxes = self.labels.get("boxes")
-        num_instances = label_kind("boxes").count(boxes) if boxes is not None else 0
+        num_instances = count_instances(self.labels)
         for name, value in self.labels.items():
             kind = label_kind(name)
             missing = [r for r in kind.requires if r not in self.labels]

@@ -7,10 +7,13 @@ from typing import Any
 
 import yaml
 
+from unified.checkpoint import FORMAT, VERSION, save_atomic
 from unified.interop.common import ConvertedModel, InteropError
 from unified.interop.darknet import convert_darknet
 from unified.interop.paper import convert_paper
 from unified.interop.unpickler import OfficialObject, read_official_checkpoint
+from unified.model import build_model, model_meta
+from unified.structures import DatasetInfo
 
 
 def convert_official(
@@ -57,9 +60,6 @@ def convert_official(
 
 def build_converted(converted: ConvertedModel) -> Any:
     """Our ``UnifiedModel`` (eval mode) with the converted weights loaded strictly."""
-    from unified.model import build_model
-    from unified.task import DatasetInfo
-
     model = build_model(
         converted.model_config,
         tasks=("detect",),
@@ -74,9 +74,6 @@ def converted_checkpoint(
     converted: ConvertedModel, provenance: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """A unified checkpoint dict (the training checkpoints' layout; loads with ``weights_only=True``)."""
-    from unified.checkpoint import FORMAT, VERSION
-    from unified.model import model_meta
-
     model = build_converted(converted)
     return {
         "format": FORMAT,
@@ -119,8 +116,6 @@ def save_converted(
     converted: ConvertedModel, out: str | Path, provenance: dict[str, Any] | None = None
 ) -> Path:
     """Write the unified checkpoint atomically; returns its path."""
-    from unified.checkpoint import save_atomic
-
     return save_atomic(converted_checkpoint(converted, provenance), out)
 
 

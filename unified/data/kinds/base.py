@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from unified.data.readers import ReadContext
     from unified.structures import DatasetInfo
 
+#: The kind whose rows are an image's instances: every per-instance kind has one row per box.
+INSTANCE_KIND = "boxes"
 #: Batch keys that belong to the batch itself, never to a kind of label.
 RESERVED_NAMES = frozenset({"images", "label_mask", "meta", "labels"})
 
@@ -72,6 +74,22 @@ class LabelKind:
     coco_field: ClassVar[Literal["annotation", "image"] | None] = None
     #: Kinds this one is worked out from (:meth:`derive`) when a format does not provide it.
     derived_from: ClassVar[tuple[str, ...]] = ()
+    #: A dataclass of dataset-level options (the dataset YAML's ``kinds: {<name>: {...}}``, e.g. the
+    #: number of keypoints and their flip permutation), or None when the kind takes none.
+    options_class: ClassVar[type | None] = None
+
+    def options(self, info: DatasetInfo) -> Any:
+        """This kind's dataset options (an ``options_class`` instance; None when the kind takes none)."""
+        if self.options_class is None:
+            return None
+        raw = info.kind_options.get(self.name, {})
+        key = repr(sorted(raw.items()))
+        cache = self.__dict__.setdefault("_options", {})
+        if key not in cache:
+            from unified.config import from_dict
+
+            cache[key] = from_dict(self.options_class, raw, prefix=f"kinds.{self.name}")
+        return cache[key]
 
     # ------------------------------------------------------------------------------------ the record
     def empty(self) -> Any:
@@ -146,8 +164,9 @@ class LabelKind:
         """The rows of a per-instance value where ``keep`` is true."""
         return value[keep]
 
-    def flip(self, value: Any, size: tuple[int, int], horizontal: bool) -> Any:
-        """The value after mirroring an image of ``(width, height)`` left-right or up-down."""
+    def flip(self, value: Any, size: tuple[int, int], horizontal: bool, info: DatasetInfo) -> Any:
+        """The value after mirroring an image of ``(width, height)`` left-right or up-down (a kind with
+        left and right parts swaps them here, e.g. by a permutation in its dataset options)."""
         return value
 
     def concat(self, values: Sequence[Any]) -> Any:
@@ -186,6 +205,12 @@ class LabelKind:
 
 #: Singleton a reader hook returns for an annotation it rejected (after logging why).
 INVALID: Any = object()
+
+
+def count_instances(labels: dict[str, Any]) -> int:
+    """How many instances (rows of every per-instance kind) an image's labels hold."""
+    anchor = labels.get(INSTANCE_KIND)
+    return label_kind(INSTANCE_KIND).count(anchor) if anchor is not None else 0
 
 
 def move_to(value: Any, device: torch.device, memory_format: torch.memory_format | None = None) -> Any:
@@ -262,11 +287,13 @@ def kind_order(names: Sequence[str] | frozenset[str] | set[str]) -> list[str]:
 
 
 __all__ = [
+    "INSTANCE_KIND",
     "INVALID",
     "LABEL_KINDS",
     "LabelKind",
     "PieceOutcome",
     "RESERVED_NAMES",
+    "count_instances",
     "kind_order",
     "label_kind",
     "move_to",

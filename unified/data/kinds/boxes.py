@@ -222,7 +222,7 @@ class BoxesKind(LabelKind):
     def select(self, value: Boxes, keep: np.ndarray) -> Boxes:
         return Boxes(value.xyxy[keep], value.classes[keep])
 
-    def flip(self, value: Boxes, size: tuple[int, int], horizontal: bool) -> Boxes:
+    def flip(self, value: Boxes, size: tuple[int, int], horizontal: bool, info: DatasetInfo) -> Boxes:
         w, h = size
         xyxy = value.xyxy.copy()
         if horizontal:
