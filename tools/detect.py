@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from unified.checkpoint import CheckpointError  # noqa: E402
+from unified.cli import add_plugins_argument  # noqa: E402
 from unified.config import ConfigError  # noqa: E402
 from unified.engine.launch import increment_path  # noqa: E402
 from unified.inference import (  # noqa: E402
@@ -67,14 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-save-img", dest="save_img", action="store_false", help="no annotated images")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="do not fold BN / implicit tensors")
-    p.add_argument(
-        "--plugins",
-        nargs="+",
-        default=[],
-        metavar="MODULE",
-        help="import paths of the task plugin modules the checkpoint needs (a checkpoint names them but never "
-        "has them imported on its own say-so)",
-    )
+    add_plugins_argument(p)
     args = p.parse_args(argv)
     if args.img < 32 or args.img % 32:
         p.error(f"--img must be a positive multiple of 32, got {args.img}")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from unified.cli import add_plugins_argument  # noqa: E402
 from unified.evaluation.mot import evaluate_mot_files, format_mot_table  # noqa: E402
 
 
@@ -43,14 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="model mode: cpu or a GPU index")
     parser.add_argument("--workers", type=int, default=2, help="model mode: data loading workers")
     parser.add_argument("--out", type=Path, help="model mode: folder for plots and JSON")
-    parser.add_argument(
-        "--plugins",
-        nargs="+",
-        default=[],
-        metavar="MODULE",
-        help="model mode: import paths of the task plugin modules the checkpoint needs (a checkpoint names "
-        "them but never has them imported on its own say-so)",
-    )
+    add_plugins_argument(parser, prefix="model mode: ")
     args = parser.parse_args(argv)
     if args.weights is not None and args.data is None:
         parser.error("--weights needs --data DATASET.yaml")

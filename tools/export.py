@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unified.checkpoint import CheckpointError  # noqa: E402
+from unified.cli import add_plugins_argument  # noqa: E402
 from unified.config import ConfigError  # noqa: E402
 from unified.export.onnx import check_onnx, export_onnx, simplify_onnx  # noqa: E402
 from unified.model import load  # noqa: E402
@@ -43,14 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest error the check accepts (1e-4)")
     p.add_argument("--raw", action="store_true", help="also output the per-level detection logits")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="export without folding BN/implicit")
-    p.add_argument(
-        "--plugins",
-        nargs="+",
-        default=[],
-        metavar="MODULE",
-        help="import paths of the task plugin modules the checkpoint needs (a checkpoint names them but never "
-        "has them imported on its own say-so)",
-    )
+    add_plugins_argument(p)
     args = p.parse_args(argv)
     if len(args.img) not in (1, 2):
         p.error("--img takes one size or two (height width)")

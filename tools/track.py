@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from unified.cli import add_plugins_argument  # noqa: E402
 from unified.config import ConfigError, load_config  # noqa: E402
 from unified.tracking import TrackerConfig  # noqa: E402
 from unified.tracking.mot_io import read_mot_detections, track_frames, write_mot_results  # noqa: E402
@@ -34,14 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="MOTChallenge result file to write")
     parser.add_argument("--img", type=int, default=640, help="model mode: inference image size")
     parser.add_argument("--tracker-config", type=Path, help="YAML with TrackerConfig fields")
-    parser.add_argument(
-        "--plugins",
-        nargs="+",
-        default=[],
-        metavar="MODULE",
-        help="model mode: import paths of the task plugin modules the checkpoint needs (a checkpoint names "
-        "them but never has them imported on its own say-so); key=value settings go before --plugins",
-    )
+    add_plugins_argument(parser, prefix="model mode: ", suffix="; key=value settings go before --plugins")
     parser.add_argument("overrides", nargs="*", help="tracker settings as key=value (e.g. high_thresh=0.4)")
     args = parser.parse_args(argv)
     if args.detections is not None and args.plugins:
