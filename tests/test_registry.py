@@ -129,3 +129,18 @@ def test_a_package_reusing_a_built_in_name_is_the_one_blamed(fake_package):
     widgets = fake_package(clash)
     with pytest.raises(ImportError, match="fake-widget-pack.*already registered by fake_widget_builtin"):
         widgets.names()
+
+
+def test_tasks_kinds_and_formats_of_installed_plugins_come_from_one_group():
+    """A plugin package registers its kinds of label and formats next to its tasks: one entry point in
+    ``unified.tasks`` must make all three known, whichever registry is asked first."""
+    from unified.data.formats import FORMATS
+    from unified.data.kinds import LABEL_KINDS
+    from unified.task import TASKS
+
+    assert (
+        TASKS.entry_point_group
+        == LABEL_KINDS.entry_point_group
+        == FORMATS.entry_point_group
+        == "unified.tasks"
+    )

@@ -19,7 +19,9 @@ from unified.model import build_model, load, model_meta
 from unified.registry import import_plugins, plugin_module
 from unified.task import TASKS
 
-BUILT_IN = ("detect", "jdc", "jde")
+BUILT_IN = ("detect", "jdc", "jde", "pose")
+#: Built-in plugin modules: the tasks' and those that so far register only kinds of label and formats.
+BUILT_IN_MODULES = (*BUILT_IN, "segment")
 
 
 def test_unified_tasks_is_the_tasks_folder_of_the_same_checkout():
@@ -54,7 +56,7 @@ def test_setup_cfg_installs_tasks_as_unified_tasks_and_declares_its_modules():
         for line in cfg["options.entry_points"]["unified.tasks"].split("\n")
         if line
     )
-    assert declared == {name: f"unified.tasks.{name}" for name in BUILT_IN}
+    assert declared == {name: f"unified.tasks.{name}" for name in BUILT_IN_MODULES}
     assert TASKS._default_modules == tuple(declared.values())
 
 

@@ -173,7 +173,13 @@ def check_task_contract(task_cls: type[Task]) -> None:
 
 TASKS: Registry[type[Task]] = Registry(
     "task",
-    default_modules=("unified.tasks.detect", "unified.tasks.jdc", "unified.tasks.jde"),
+    default_modules=(
+        "unified.tasks.detect",
+        "unified.tasks.jdc",
+        "unified.tasks.jde",
+        "unified.tasks.pose",
+        "unified.tasks.segment",
+    ),
     entry_point_group="unified.tasks",
 )
 

@@ -18,7 +18,7 @@ from unified.data.records import ImageRecord
 from unified.registry import RegistryError
 from unified.structures import DatasetInfo
 
-PLUGINS = ("tests.plugins.landmark_task",)
+PLUGINS = ("tests.plugins.landmark_task", "unified.tasks.pose", "unified.tasks.segment")
 
 
 def all_kinds() -> list[str]:

@@ -35,7 +35,7 @@ other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,17 @@ class DatasetSpec:
         part_names = [p.name for p in self.parts]
         if len(set(part_names)) != len(part_names):
             raise ConfigError(f"part names must be unique, got {part_names}")
+        declared = {kind for part in self.parts for kind in part.label_kinds}
+        for name in sorted(declared - set(self.kinds)):
+            kind = label_kind(name)
+            required = kind.options_class is not None and any(
+                f.default is MISSING and f.default_factory is MISSING for f in fields(kind.options_class)
+            )
+            check(
+                not required,
+                f"kinds.{name}",
+                f"parts declare {name!r} labels, whose options this YAML must give",
+            )
         for name, options in self.kinds.items():
             try:
                 kind = label_kind(name)
@@ -223,7 +234,15 @@ def _read_part(
     fmt = FORMATS.get(part.format)()
     read_kinds = [k for k in part.label_kinds if fmt.accepts(label_kind(k))]
     ctx = PartContext(
-        part.name, read_kinds, list(spec.names), spec.image_label_names, base, log, identities, check_images
+        part.name,
+        read_kinds,
+        list(spec.names),
+        spec.image_label_names,
+        base,
+        log,
+        identities,
+        check_images,
+        dict(spec.kinds),
     )
     records = fmt.read(location, ctx)
     derived = [k for k in kind_order(set(part.label_kinds)) if k not in read_kinds]

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from unified.config import ConfigError
 from unified.data.kinds import LABEL_KINDS, LabelKind, label_kind
@@ -21,6 +21,7 @@ from unified.data.readers import IdentityMap, read_coco, read_jde, read_mot, rea
 from unified.data.records import ImageRecord
 from unified.data.validate import ProblemLog
 from unified.registry import Registry
+from unified.structures import DatasetInfo
 
 
 @dataclass
@@ -47,6 +48,8 @@ class PartContext:
         log: Where problems go.
         identities: The split's identity allocator, shared by all parts.
         check_images: Check every image header (missing, empty, truncated, wrong size).
+        kind_options: The dataset YAML's ``kinds:`` options (a format may need them, e.g. the number of
+            keypoints of a row); :attr:`info` has them with the names.
     """
 
     part: str
@@ -57,6 +60,14 @@ class PartContext:
     log: ProblemLog
     identities: IdentityMap = field(default_factory=IdentityMap)
     check_images: bool = True
+    kind_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def info(self) -> DatasetInfo:
+        """The dataset info as far as reading knows it (names and kind options; no identities yet)."""
+        return DatasetInfo(
+            list(self.class_names), list(self.image_label_names), kind_options=self.kind_options
+        )
 
     def resolve(self, location: str) -> Path:
         """A location from the YAML as a path: absolute, beside the YAML, or (when nothing is there but
@@ -92,7 +103,11 @@ class DatasetFormat(ABC):
         """The records of one split location (problems go to ``ctx.log``)."""
 
 
-FORMATS: Registry[type[DatasetFormat]] = Registry("dataset format", default_modules=(__name__,))
+#: A plugin module registers its formats next to its kinds and tasks: installed plugin packages' formats
+#: come from the tasks' entry-point group.
+FORMATS: Registry[type[DatasetFormat]] = Registry(
+    "dataset format", default_modules=(__name__,), entry_point_group="unified.tasks"
+)
 
 
 def check_part_kinds(fmt: DatasetFormat, kinds: Sequence[str], part: str) -> None:
@@ -147,6 +162,7 @@ class CocoFormat(DatasetFormat):
             part=ctx.part,
             identities=ctx.identities,
             check_images=ctx.check_images,
+            kind_options=ctx.kind_options,
         )
 
 

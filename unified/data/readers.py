@@ -46,6 +46,7 @@ from unified.data.kinds import INVALID, kind_order, label_kind
 from unified.data.kinds.boxes import Boxes
 from unified.data.records import ImageRecord
 from unified.data.validate import ProblemLog, check_box, check_image, is_integer_value
+from unified.structures import DatasetInfo
 
 IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
@@ -108,6 +109,7 @@ class ReadContext:
         size: ``(width, height)`` of the image being read.
         image_state: Scratch space for the image being read (e.g. the identities seen in it), emptied
             for every image.
+        info: The dataset's names and kind options (``LabelKind.options(ctx.info)``).
     """
 
     log: ProblemLog
@@ -118,6 +120,7 @@ class ReadContext:
     categories: dict[Any, str] = field(default_factory=dict)
     size: tuple[int, int] = (0, 0)
     image_state: dict[str, Any] = field(default_factory=dict)
+    info: DatasetInfo = field(default_factory=lambda: DatasetInfo(["object"]))
 
 
 # ---------------------------------------------------------------------------------------------- COCO
@@ -134,6 +137,7 @@ def read_coco(
     part: str = "",
     identities: IdentityMap | None = None,
     check_images: bool = True,
+    kind_options: dict[str, dict[str, Any]] | None = None,
 ) -> list[ImageRecord]:
     """Read a COCO JSON file.
 
@@ -148,6 +152,7 @@ def read_coco(
         part: Name of the dataset part (identity scope).
         identities: Global identity allocator (a fresh one when None).
         check_images: Check every image's header and size (cheap, but touches every file).
+        kind_options: The dataset YAML's ``kinds:`` options, for the kinds' COCO hooks.
 
     Returns:
         One record per valid image, in the file's order.
@@ -167,6 +172,7 @@ def read_coco(
         {name: i for i, name in enumerate(class_names)},
         {name: i for i, name in enumerate(image_label_names)},
         _coco_categories(data, ann_file, log),
+        info=DatasetInfo(list(class_names), list(image_label_names), kind_options=dict(kind_options or {})),
     )
     images = _coco_images(data, ann_file, log)
     per_image = _coco_annotations_by_image(data, ann_file, images, log)

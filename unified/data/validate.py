@@ -24,6 +24,9 @@ Kinds of problem (the ``kind`` of a :class:`Problem`):
 ``bad_file``              an annotation file that cannot be parsed at all (bad JSON, bad seqinfo.ini)
 ``empty_split``           a split with no images (never skipped: it always raises)
 ========================  ==============================================================================
+
+A plugin's kind of label or format may report kinds of problem of its own (e.g. ``keypoint_outside``);
+its module documents them.
 """
 
 from __future__ import annotations

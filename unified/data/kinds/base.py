@@ -245,6 +245,8 @@ class _KindRegistry(Registry[type[LabelKind]]):
         super().add(name, obj)
 
 
+#: Task plugin modules register their kinds of label next to their tasks, so the kinds of installed
+#: plugin packages come from the same entry-point group as their tasks.
 LABEL_KINDS: Registry[type[LabelKind]] = _KindRegistry(
     "label kind",
     default_modules=(
@@ -252,6 +254,7 @@ LABEL_KINDS: Registry[type[LabelKind]] = _KindRegistry(
         "unified.data.kinds.identities",
         "unified.data.kinds.image_labels",
     ),
+    entry_point_group="unified.tasks",
 )
 
 _INSTANCES: dict[str, LabelKind] = {}
