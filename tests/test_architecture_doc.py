@@ -26,7 +26,7 @@ NOT_OURS = {"label_kinds", "image_labels", "label_mask", "orig_shape", "image_id
             "iou_type", "ia_0", "before_train", "before_epoch", "before_step", "after_backward",
             "after_step", "after_epoch", "after_train", "state_dict", "load_state_dict", "eval_model",
             "make_evaluator", "build_head", "save_plots", "to_sample", "to_device", "from_coco_annotation",
-            "from_coco_image", "memory_format", "out_shapes", "fuse_model", "landmark_txt"}  # fmt: skip
+            "from_coco_image", "memory_format", "out_shapes", "fuse_model"}  # fmt: skip
 
 
 def _index() -> dict[str, list[object]]:
@@ -42,6 +42,15 @@ def _index() -> dict[str, list[object]]:
             for name, value in vars(module).items():
                 if not name.startswith("_"):
                     names.setdefault(name, []).append(value)
+    # Names registered in our registries (formats, kinds, tasks, balancers...) are ours too, including
+    # those of the example plugin the doc describes.
+    from unified.registry import Registry
+
+    importlib.import_module("tests.plugins.landmark_task")
+
+    for registry in [v for values in list(names.values()) for v in values if isinstance(v, Registry)]:
+        for name in registry.names():
+            names.setdefault(name, []).append(registry.get(name))
     return names
 
 

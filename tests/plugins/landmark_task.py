@@ -75,7 +75,9 @@ class LandmarksKind(LabelKind):
         outside |= (value[:, 1] < region[1]) | (value[:, 1] > region[3])
         return np.where(outside[:, None], np.nan, value)
 
-    def flip(self, value: np.ndarray, size: tuple[int, int], horizontal: bool, info: DatasetInfo) -> np.ndarray:
+    def flip(
+        self, value: np.ndarray, size: tuple[int, int], horizontal: bool, info: DatasetInfo
+    ) -> np.ndarray:
         out = value.copy()
         axis = 0 if horizontal else 1
         out[:, axis] = size[axis] - value[:, axis]

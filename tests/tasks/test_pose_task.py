@@ -49,7 +49,11 @@ def _batch() -> dict:
 def _predictions(points: np.ndarray) -> dict:
     return {
         "detect": [
-            {"boxes": torch.from_numpy(BOX)[None], "scores": torch.tensor([0.9]), "classes": torch.tensor([0])}
+            {
+                "boxes": torch.from_numpy(BOX)[None],
+                "scores": torch.tensor([0.9]),
+                "classes": torch.tensor([0]),
+            }
         ],
         "pose": [{"keypoints": torch.tensor(points)[None].float()}],
     }
