@@ -573,7 +573,7 @@ class PoseEvaluator(Evaluator):
             points = batch["keypoints"].cpu()[rows].double()
             points[..., 0] *= width
             points[..., 1] *= height
-            points = _to_original(points, meta)
+            points = _to_original(points, meta).numpy()
             for box, cls, kp in zip(boxes, classes, points):
                 self._add_gt(image_id, box, int(cls), kp)
             det = predictions["detect"][i]
@@ -591,7 +591,7 @@ class PoseEvaluator(Evaluator):
     def _add_gt(self, image_id: int, box: np.ndarray, cls: int, kp: np.ndarray) -> None:
         x1, y1, x2, y2 = (float(v) for v in box)
         visible = kp[:, 2] > 0
-        flat = np.where(visible[:, None], kp.numpy() if hasattr(kp, "numpy") else kp, 0.0).reshape(-1)
+        flat = np.where(visible[:, None], kp, 0.0).reshape(-1)
         self.gt["annotations"].append(
             {"id": len(self.gt["annotations"]) + 1, "image_id": image_id, "category_id": cls,
              "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0,
@@ -656,7 +656,7 @@ class PoseTask(Task):
             feature_shapes, int(self.detect.head.anchors.shape[1]), self.options.num_keypoints, bank,
             self.cfg.implicit_form,
         )  # fmt: skip
-        self.register_sigmas = torch.tensor(self.options.sigmas)
+        self.oks_sigmas = torch.tensor(self.options.sigmas)
         return self.head
 
     def loss(
@@ -668,7 +668,7 @@ class PoseTask(Task):
             return {"oks": zero, "visibility": zero}
         assignment = self.detect.step(outputs, batch, context).assignment.compact()
         labelled = self.label_mask(batch)
-        sigmas = self.register_sigmas.to(zero.device)
+        sigmas = self.oks_sigmas.to(zero.device)
         oks, vis, count = zero, zero, 0
         for level, r in zip(assignment.levels, raw):
             keep = labelled[level.image]
