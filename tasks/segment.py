@@ -1,7 +1,32 @@
-"""The ``segment`` task's plugin module; for now only its data: the ``masks`` kind and the ``yolo_seg`` format.
+"""``segment``: instance masks per detected object (YOLACT / YOLOv5-seg / YOLOv7-mask), with the ``masks``
+kind and the ``yolo_seg`` format.
 
-There is no task class here yet (head, loss, post-processing and mask AP come with issue 12's task part):
-importing this module (``plugins: [unified.tasks.segment]``) registers the kind of label and the format.
+This is the built-in plugin module of the ``segment`` task (``unified.tasks.segment``): importing it
+(``plugins: [unified.tasks.segment]``, or through the ``unified.tasks`` entry points) registers the kind of
+label, the format and the task through the same registries any plugin uses.
+
+Task ``segment`` (requires ``detect``; label kind ``masks``), :class:`SegmentTask`:
+
+- Head (:class:`MaskHead`): a prototype branch on the finest level (3x3 conv, x2 nearest upsample, 3x3
+  conv, 1x1 conv to ``num_prototypes`` maps, so the prototypes sit at half the finest stride: 4 for a body
+  whose finest level is stride 8) and, per level, a 1x1 conv predicting ``num_anchors * P`` mask
+  coefficients beside each anchor, with YOLOR's implicit add before and multiply after it (from the shared
+  bank: ``segment.ia.<level>``, ``segment.im.<level>``); ``fuse()`` folds them. Outputs: ``raw``
+  ``(B, na, ny, nx, P)`` per level and ``protos`` ``(B, P, Hp, Wp)``; in eval mode also ``decoded``
+  ``(B, N, P)``, ordered as detect's ``decoded`` (level, anchor, row, column), so a detection's ``index``
+  picks its coefficients.
+- Loss (term ``mask``): at detect's assigned cells of the images carrying masks, the mask logits
+  ``coeffs @ protos`` against the target mask resized to the prototype resolution (area when shrinking,
+  nearest when growing), BCE cropped to the target box and normalised by the box's (normalised) area, as
+  YOLOv5-seg does; a mean over the positives times the labelled images (``Task.loss``'s convention). Zero,
+  with a gradient path to every head parameter, when no image carries masks.
+- Post-processing: per kept detection ``sigmoid(coeffs @ protos)`` upsampled (bilinear) to the input,
+  cut to the detection's ``boxes_input``, thresholded at 0.5 and mapped back to the original image
+  (letterbox undone by sampling each original pixel's centre): ``masks`` bool ``(k, H0, W0)`` and ``rles``
+  (pycocotools compressed RLE, one per detection).
+- Metrics (:class:`SegmentEvaluator`): pycocotools ``iouType="segm"`` over the images that carry masks,
+  the ground truth mapped to the original image the same way: ``AP``, ``AP50``, ``AP75`` (nan when there
+  is nothing to measure).
 
 Kind ``masks`` (per instance, one mask per box, read from COCO JSON ``segmentation``):
 
@@ -42,6 +67,9 @@ polygon's enclosing box. No label file: an image without objects. It provides ``
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -50,15 +78,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pycocotools import mask as coco_mask
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torch import nn
 
 from unified.config import check
 from unified.data.formats import FORMATS, DatasetFormat, PartContext, SplitLocation
-from unified.data.kinds import INVALID, LABEL_KINDS, LabelKind
+from unified.data.kinds import INVALID, LABEL_KINDS, LabelKind, label_kind
 from unified.data.kinds.boxes import Boxes
 from unified.data.readers import check_box, check_image, label_path_for, list_images, read_lines
 from unified.data.records import ImageRecord
 from unified.data.validate import BOX_TOLERANCE_PX, is_integer_value
+from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
+from unified.models.fuse import Fusable
+from unified.structures import FeatureShape
+from unified.task import TASKS, Evaluator, StepContext, Task, TaskConfig
+from unified.tasks.detect import DetectTask
 
 if TYPE_CHECKING:
     from unified.data.readers import ReadContext
@@ -593,4 +630,332 @@ __all__ = [
     "rle_from_coco",
     "rle_runs",
     "sample_bitmap",
+    "MaskHead",
+    "SegmentConfig",
+    "SegmentEvaluator",
+    "SegmentTask",
+    "encode_masks",
+    "ground_truth_masks",
+    "original_pixels",
 ]
+
+
+# ============================================================================================ the task
+
+
+@dataclass
+class SegmentConfig(TaskConfig):
+    """``segment`` options.
+
+    Attributes:
+        gain: Weight of the mask term.
+        num_prototypes: P, the prototype masks (and mask coefficients per anchor).
+        hidden: Channels of the prototype branch's hidden convs.
+        mask_threshold: Probability above which a predicted pixel is in the mask.
+        implicit_form: Form of the coefficient layers' implicit tensors.
+    """
+
+    gain: float = 1.0
+    num_prototypes: int = 32
+    hidden: int = 256
+    mask_threshold: float = 0.5
+    implicit_form: ImplicitForm = "vector"
+
+    def __post_init__(self) -> None:
+        check(self.gain > 0, "gain", "must be > 0")
+        check(self.num_prototypes >= 1, "num_prototypes", f"must be >= 1, got {self.num_prototypes}")
+        check(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
+        check(0 < self.mask_threshold < 1, "mask_threshold", "must be in (0, 1)")
+
+
+class MaskHead(nn.Module, Fusable):
+    """Prototypes on the finest level and ``num_anchors * P`` mask coefficients beside each anchor.
+
+    Per level an implicit add before and an implicit multiply after the 1x1 coefficient conv, as the
+    detection head; the prototype branch is plain convs with biases (nothing to fold).
+    """
+
+    def __init__(
+        self,
+        feature_shapes: Sequence[FeatureShape],
+        num_anchors: int,
+        num_prototypes: int,
+        hidden: int,
+        bank: nn.Module,
+        form: str,
+    ) -> None:
+        super().__init__()
+        self.na, self.np = num_anchors, num_prototypes
+        self.finest = min(range(len(feature_shapes)), key=lambda i: feature_shapes[i].stride)
+        #: Input pixels per prototype cell.
+        self.proto_stride = feature_shapes[self.finest].stride / 2
+        self.proto = nn.Sequential(
+            nn.Conv2d(feature_shapes[self.finest].channels, hidden, 3, 1, 1),
+            nn.SiLU(),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(hidden, hidden, 3, 1, 1),
+            nn.SiLU(),
+            nn.Conv2d(hidden, num_prototypes, 1),
+        )
+        outputs = num_anchors * num_prototypes
+        self.ia = nn.ModuleList(
+            bank.get(f"segment.ia.{i}", s.channels, "add", form) for i, s in enumerate(feature_shapes)
+        )
+        self.m = nn.ModuleList(nn.Conv2d(s.channels, outputs, 1) for s in feature_shapes)
+        self.im = nn.ModuleList(
+            bank.get(f"segment.im.{i}", outputs, "mul", form) for i in range(len(feature_shapes))
+        )
+
+    def forward(self, features: Sequence[torch.Tensor]) -> dict[str, Any]:
+        raw = []
+        for level, x in enumerate(features):
+            y = self.im[level](self.m[level](self.ia[level](x)))
+            b, _, ny, nx = y.shape
+            raw.append(y.view(b, self.na, self.np, ny, nx).permute(0, 1, 3, 4, 2).contiguous())
+        out: dict[str, Any] = {"raw": raw, "protos": self.proto(features[self.finest])}
+        if not self.training:
+            out["decoded"] = torch.cat([r.reshape(r.shape[0], -1, self.np) for r in raw], 1)
+        return out
+
+    def fuse(self) -> None:
+        """Fold the implicit add (into the bias) and multiply (into weight and bias) into each coefficient conv."""
+        for level in range(len(self.m)):
+            if isinstance(self.ia[level], ImplicitOp):
+                self.m[level] = fold_add_before(self.m[level], self.ia[level])
+                self.ia[level] = nn.Identity()
+            if isinstance(self.im[level], ImplicitOp):
+                self.m[level] = fold_mul_after(self.m[level], self.im[level])
+                self.im[level] = nn.Identity()
+
+
+def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Float ``(n, h, w)`` masks at ``size`` ``(H, W)``: the fraction of each cell covered (area) when
+    shrinking, nearest when growing."""
+    if tuple(masks.shape[-2:]) == tuple(size) or len(masks) == 0:
+        return masks.new_zeros((len(masks), *size)) if len(masks) == 0 else masks
+    mode = "area" if masks.shape[-2] >= size[0] and masks.shape[-1] >= size[1] else "nearest"
+    return F.interpolate(masks[None], size=size, mode=mode)[0]
+
+
+def box_crop(xyxy: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bool ``(n, height, width)``: the cells whose centre lies in each box (xyxy, in cells)."""
+    ys = torch.arange(height, device=xyxy.device, dtype=xyxy.dtype) + 0.5
+    xs = torch.arange(width, device=xyxy.device, dtype=xyxy.dtype) + 0.5
+    inside_y = (ys[None] >= xyxy[:, 1:2]) & (ys[None] < xyxy[:, 3:4])
+    inside_x = (xs[None] >= xyxy[:, 0:1]) & (xs[None] < xyxy[:, 2:3])
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def original_pixels(meta: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input-pixel coordinates ``(ys, xs)`` (float, a pixel's centre) where each row and column of the
+    original image's pixel centres lands after the letterbox (``p * ratio + pad``)."""
+    h0, w0 = (int(v) for v in meta["orig_shape"])
+    ratio = meta["ratio"]
+    rx, ry = (ratio, ratio) if isinstance(ratio, (int, float)) else (float(ratio[0]), float(ratio[1]))
+    px, py = (float(v) for v in meta["pad"])
+    ys = (torch.arange(h0, dtype=torch.float64) + 0.5) * ry + py
+    xs = (torch.arange(w0, dtype=torch.float64) + 0.5) * rx + px
+    return ys, xs
+
+
+def ground_truth_masks(batch: dict[str, Any], index: int, stride: int) -> torch.Tensor:
+    """Bool ``(n, H0, W0)``: image ``index``'s ground-truth masks (rows of ``batch["masks"]`` at ``stride``)
+    in the original image, each original pixel taking the cell its centre falls in after the letterbox."""
+    rows = (batch["boxes"][:, 0] == index).cpu()
+    masks = batch["masks"].cpu()[rows]
+    ys, xs = original_pixels(batch["meta"][index])
+    cy = torch.div(ys, stride, rounding_mode="floor").long().clamp(0, masks.shape[1] - 1)
+    cx = torch.div(xs, stride, rounding_mode="floor").long().clamp(0, masks.shape[2] - 1)
+    return masks[:, cy][:, :, cx] > 0
+
+
+def encode_masks(masks: torch.Tensor) -> list[dict[str, Any]]:
+    """pycocotools compressed RLEs of bool ``(k, H, W)`` masks."""
+    if len(masks) == 0:
+        return []
+    array = np.asfortranarray(masks.cpu().numpy().transpose(1, 2, 0).astype(np.uint8))
+    return list(coco_mask.encode(array))
+
+
+class SegmentEvaluator(Evaluator):
+    """Mask AP through pycocotools (``iouType="segm"``) over the images that carry masks."""
+
+    def __init__(self, task: SegmentTask) -> None:
+        self.task = task
+        self.gt: dict[str, list] = {"images": [], "annotations": [], "categories": []}
+        self.results: list[dict[str, Any]] = []
+        self.gt["categories"] = [{"id": i, "name": n} for i, n in enumerate(task.info.class_names)]
+
+    def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
+        mask = self.task.label_mask(batch)
+        for i, meta in enumerate(batch["meta"]):
+            if not bool(mask[i]):
+                continue
+            image_id = int(meta["image_id"])
+            h, w = meta["orig_shape"]
+            self.gt["images"].append({"id": image_id, "height": int(h), "width": int(w)})
+            classes = batch["boxes"][(batch["boxes"][:, 0] == i)][:, 1].long().cpu().numpy()
+            masks = ground_truth_masks(batch, i, self.task.options.stride)
+            for rle, cls in zip(encode_masks(masks), classes):
+                x, y, bw, bh = (float(v) for v in coco_mask.toBbox(rle))
+                self.gt["annotations"].append(
+                    {"id": len(self.gt["annotations"]) + 1, "image_id": image_id, "category_id": int(cls),
+                     "segmentation": rle, "area": float(coco_mask.area(rle)), "bbox": [x, y, bw, bh],
+                     "iscrowd": 0}
+                )  # fmt: skip
+            det = predictions["detect"][i]
+            for rle, score, cls in zip(
+                predictions["segment"][i]["rles"], det["scores"].cpu().numpy(), det["classes"].cpu().numpy()
+            ):
+                self.results.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": int(cls),
+                        "segmentation": rle,
+                        "score": float(score),
+                    }
+                )
+
+    def compute(self) -> dict[str, float]:
+        keys = ("AP", "AP50", "AP75")
+        if not self.gt["annotations"]:
+            return dict.fromkeys(keys, float("nan"))
+        if not self.results:
+            return dict.fromkeys(keys, 0.0)
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO()
+            coco_gt.dataset = copy.deepcopy(self.gt)
+            coco_gt.createIndex()
+            coco_dt = coco_gt.loadRes(copy.deepcopy(self.results))
+            evaluation = COCOeval(coco_gt, coco_dt, iouType="segm")
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+        stats = evaluation.stats
+        return {key: _defined(stats[j]) for j, key in enumerate(keys)}
+
+
+def _defined(value: float) -> float:
+    return float("nan") if value < 0 else float(value)
+
+
+@TASKS.register("segment")
+class SegmentTask(Task):
+    """Instance masks per detected object (YOLACT-style prototypes and coefficients), built on ``detect``'s
+    assignment and detections."""
+
+    name = "segment"
+    config_class = SegmentConfig
+    requires = ("detect",)
+    label_kinds = ("masks",)
+    cfg: SegmentConfig
+
+    #: Detections whose masks are assembled at once in post-processing (bounds the memory).
+    CHUNK = 32
+
+    def __init__(self, cfg: SegmentConfig, info: DatasetInfo, requirements: dict[str, Task]) -> None:
+        super().__init__(cfg, info, requirements)
+        self.detect: DetectTask = requirements["detect"]  # type: ignore[assignment]
+        self.options: MasksOptions = label_kind("masks").options(info)
+
+    def build_head(
+        self, feature_shapes: Sequence[FeatureShape], bank: nn.Module, model_cfg: Any
+    ) -> nn.Module:
+        self.head = MaskHead(
+            feature_shapes, int(self.detect.head.anchors.shape[1]), self.cfg.num_prototypes, self.cfg.hidden,
+            bank, self.cfg.implicit_form,
+        )  # fmt: skip
+        return self.head
+
+    def loss(
+        self, outputs: dict[str, Any], batch: dict[str, Any], context: StepContext
+    ) -> dict[str, torch.Tensor]:
+        raw, protos = outputs["segment"]["raw"], outputs["segment"]["protos"]
+        zero = sum(r.float().sum() for r in raw) * 0.0 + protos.float().sum() * 0.0
+        if "masks" not in batch:
+            return {"mask": zero}
+        labelled = self.label_mask(batch)
+        if not bool(labelled.any()):
+            return {"mask": zero}
+        assignment = self.detect.step(outputs, batch, context).assignment.compact()
+        coeffs, images, targets = [], [], []
+        for level, r in zip(assignment.levels, raw):
+            keep = labelled[level.image]
+            image = level.image[keep]
+            coeffs.append(r[image, level.anchor[keep], level.grid_y[keep], level.grid_x[keep]].float())
+            images.append(image)
+            targets.append(level.target_index[keep])
+        coeff, image, target = torch.cat(coeffs), torch.cat(images), torch.cat(targets)
+        if len(target) == 0:
+            return {"mask": zero}
+        hp, wp = protos.shape[-2:]
+        boxes = batch["boxes"][target].float()
+        xyxy = torch.cat((boxes[:, 2:4] - boxes[:, 4:6] / 2, boxes[:, 2:4] + boxes[:, 4:6] / 2), 1)
+        xyxy = xyxy * torch.tensor([wp, hp, wp, hp], device=xyxy.device, dtype=xyxy.dtype)
+        area = (boxes[:, 4] * boxes[:, 5]).clamp(min=1e-9)
+        total = zero
+        for b in torch.unique(
+            image
+        ).tolist():  # one image at a time: no (n, P, Hp, Wp) copy of the prototypes
+            rows = image == b
+            logits = (coeff[rows] @ protos[b].float().reshape(protos.shape[1], -1)).view(-1, hp, wp)
+            want = resize_masks(batch["masks"][target[rows]].float(), (hp, wp))
+            bce = F.binary_cross_entropy_with_logits(logits, want, reduction="none")
+            cropped = bce * box_crop(xyxy[rows], hp, wp)
+            total = total + (cropped.mean((1, 2)) / area[rows]).sum()
+        # A mean over the positives times the labelled images: per-image sums, the detection loss's convention.
+        return {"mask": total * (labelled.sum() / len(target)) * self.cfg.gain + zero}
+
+    def postprocess(
+        self,
+        outputs: dict[str, Any],
+        predictions: dict[str, list[dict[str, Any]]],
+        meta: list[dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        decoded = outputs["segment"]["decoded"].float()
+        protos = outputs["segment"]["protos"].float()
+        hp, wp = protos.shape[-2:]
+        size = (round(hp * self.head.proto_stride), round(wp * self.head.proto_stride))
+        results = []
+        for i, (det, image_meta) in enumerate(zip(predictions["detect"], meta)):
+            masks = self.assemble(
+                decoded[i, det["index"]], protos[i], det["boxes_input"].float(), size, image_meta
+            )
+            results.append({"masks": masks, "rles": encode_masks(masks)})
+        return results
+
+    def assemble(
+        self,
+        coeffs: torch.Tensor,
+        protos: torch.Tensor,
+        boxes_input: torch.Tensor,
+        size: tuple[int, int],
+        meta: dict[str, Any],
+    ) -> torch.Tensor:
+        """Bool ``(k, H0, W0)`` masks in the original image from ``(k, P)`` coefficients, ``(P, Hp, Wp)``
+        prototypes and the detections' xyxy boxes in input pixels, for an input of ``size`` ``(H, W)``."""
+        height, width = size
+        ys, xs = original_pixels(meta)
+        uy = ys.floor().long().clamp(0, height - 1).to(protos.device)
+        ux = xs.floor().long().clamp(0, width - 1).to(protos.device)
+        centre_y, centre_x = (uy.float() + 0.5), (ux.float() + 0.5)
+        out = []
+        flat = protos.reshape(protos.shape[0], -1)
+        for start in range(0, len(coeffs), self.CHUNK):
+            c, box = coeffs[start : start + self.CHUNK], boxes_input[start : start + self.CHUNK]
+            prob = (c @ flat).sigmoid().view(-1, *protos.shape[-2:])
+            prob = F.interpolate(prob[None], size=size, mode="bilinear", align_corners=False)[0]
+            sampled = prob[:, uy][:, :, ux]
+            inside_y = (centre_y[None] >= box[:, 1:2]) & (centre_y[None] < box[:, 3:4])
+            inside_x = (centre_x[None] >= box[:, 0:1]) & (centre_x[None] < box[:, 2:3])
+            keep = (sampled > self.cfg.mask_threshold) & inside_y[:, :, None] & inside_x[:, None, :]
+            out.append(keep.cpu())
+        if not out:
+            return torch.zeros((0, len(ys), len(xs)), dtype=torch.bool)
+        return torch.cat(out)
+
+    def make_evaluator(self) -> SegmentEvaluator:
+        return SegmentEvaluator(self)
+
+    def fitness(self, metrics: dict[str, float]) -> float:
+        return float(np.nan_to_num(metrics.get("AP", 0.0)))

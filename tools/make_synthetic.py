@@ -14,10 +14,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unified.data.synthetic import SyntheticConfig, make_synthetic  # noqa: E402
 
+EPILOG = """\
+labels of the still images (shapes/{train,val}.json, COCO):
+  bbox          the whole shape's box (occluded pixels included); image labels under images[].labels
+  segmentation  exact mask of the shape's visible part (after later shapes cover it), COCO compressed
+                RLE {size: [h, w], counts: str}; area = its pixel count
+  keypoints     K = 4 extreme points of the whole shape, [x, y, v] * 4 in the order top, right, bottom,
+                left: the top-most, right-most, bottom-most, left-most pixel (of an extreme row or column,
+                the pixel nearest its middle) as pixel centres x + 0.5, y + 0.5; v = 2 visible, v = 1
+                covered by a later shape; num_keypoints = 4. flip_idx = [0, 3, 2, 1] (a horizontal flip
+                swaps right and left); no vertical-flip permutation exists, so train without flipud.
+video sequences (tracks/): MOTChallenge gt.txt, boxes and identities.
+
+dataset.yaml declares the stills as [boxes, image_labels] (the demo); dataset-all.yaml beside it declares
+them as [boxes, image_labels, masks, keypoints]. Both carry kinds: {keypoints: {kpt_shape: [4, 3],
+flip_idx: [0, 3, 2, 1]}} (OKS sigmas: the default 1/K). Images are the same bytes per seed as format 1.
+"""
+
 
 def main(argv: list[str] | None = None) -> int:
     defaults = SyntheticConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--images", type=int, default=defaults.images, help="training still images")
     parser.add_argument(

@@ -179,6 +179,8 @@ def test_command_line_tool(tmp_path, capsys):
     ]
     assert tool.main(args) == 0
     assert "ready in" in capsys.readouterr().out
+    assert "flip_idx = [0, 3, 2, 1]" in tool.EPILOG and "dataset-all.yaml" in tool.EPILOG
+    assert (tmp_path / "cli" / synthetic.ALL_YAML).is_file()
     manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())
     assert manifest["params"] == {
         "images": 3,
@@ -189,3 +191,118 @@ def test_command_line_tool(tmp_path, capsys):
         "size": 64,
         "seed": 0,
     }
+
+
+STILLS = {"images": 10, "val_images": 1, "sequences": 0, "val_sequences": 0, "size": 80}
+
+
+def decode(segmentation: dict) -> np.ndarray:
+    from pycocotools import mask as mask_util
+
+    return mask_util.decode({**segmentation, "counts": segmentation["counts"].encode("ascii")}).astype(bool)
+
+
+def test_masks_and_keypoints_agree_with_boxes_and_occlusion(tmp_path):
+    out = make_synthetic(tmp_path / "w", seed=3, **STILLS).parent
+    coco = json.loads((out / "shapes" / "train.json").read_text())
+    by_image: dict[int, list[dict]] = {}
+    for ann in coco["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    occluded = 0
+    for anns in by_image.values():
+        masks = [decode(a["segmentation"]) for a in anns]  # annotations in drawing order
+        assert all(m.shape == (80, 80) for m in masks)
+        assert (np.sum(masks, 0) <= 1).all()  # visible parts never overlap
+        for k, (ann, mask) in enumerate(zip(anns, masks)):
+            x, y, w, h = ann["bbox"]
+            assert ann["area"] == mask.sum() >= 0.6 * 40
+            ys, xs = np.nonzero(mask)  # the visible part lies in the box of the whole shape
+            assert xs.min() >= x and ys.min() >= y and xs.max() < x + w and ys.max() < y + h
+            assert ann["num_keypoints"] == len(synthetic.KEYPOINT_NAMES) == 4
+            points = np.array(ann["keypoints"]).reshape(4, 3)
+            px, py = (points[:, 0] - 0.5).astype(int), (points[:, 1] - 0.5).astype(int)
+            assert np.allclose(points[:, :2] - 0.5, np.stack([px, py], 1))  # pixel centres
+            # top, right, bottom, left: on the box's edges (the box is the whole shape's)
+            assert py[0] == y and px[1] == x + w - 1 and py[2] == y + h - 1 and px[3] == x
+            for v, cx, cy in zip(points[:, 2], px, py):
+                if v == 2:
+                    assert mask[cy, cx]
+                else:  # covered by a shape drawn later
+                    assert v == 1 and not mask[cy, cx]
+                    assert any(later[cy, cx] for later in masks[k + 1 :])
+                    occluded += 1
+    assert occluded  # the world has occluded keypoints to learn from
+
+
+def test_keypoint_visibility_and_extreme_points():
+    """v = 2 exactly where the visible mask is; extreme points of a hand-made mask, and their flip."""
+    for index in range(8):
+        _, objects, _ = synthetic.render_still(4, "train", index, 96)
+        for obj in objects:
+            mask = decode(obj["segmentation"])
+            points = np.array(obj["keypoints"]).reshape(4, 3)
+            assert mask[(points[:, 1] - 0.5).astype(int), (points[:, 0] - 0.5).astype(int)].tolist() == [
+                v == 2 for v in points[:, 2]
+            ]
+    mask = np.zeros((6, 7), bool)
+    mask[1, 2:5] = mask[2, 1:6] = mask[3, 3] = True
+    assert synthetic._extreme_points(mask) == [(3, 1), (5, 2), (3, 3), (1, 2)]
+    flipped = synthetic._extreme_points(mask[:, ::-1])  # flip_idx maps the flipped points back
+    assert [(6 - flipped[j][0], flipped[j][1]) for j in synthetic.FLIP_IDX] == synthetic._extreme_points(mask)
+
+
+def test_dataset_all_yaml_loads_masks_and_keypoints(tmp_path):
+    import yaml
+
+    import unified.tasks.pose  # noqa: F401  (registers the kinds; built-ins load on their own too)
+    import unified.tasks.segment  # noqa: F401
+    from unified.config import ConfigError
+
+    path = make_synthetic(tmp_path / "w", seed=3, **{**STILLS, "sequences": 1, "frames": 3})
+    all_path = path.parent / synthetic.ALL_YAML
+    records, info = load_dataset_yaml(all_path, "train")
+    assert set(info.label_kinds) == {"boxes", "identities", "image_labels", "masks", "keypoints"}
+    assert info.kind_options["keypoints"] == {"kpt_shape": [4, 3], "flip_idx": [0, 3, 2, 1]}
+    coco = json.loads((path.parent / "shapes" / "train.json").read_text())
+    stills = [r for r in records if r.part == "shapes"]
+    assert len(stills) == 10 and sum(len(r.labels["boxes"].classes) for r in stills) == len(
+        coco["annotations"]
+    )
+    for r in stills:
+        n = len(r.labels["boxes"].classes)
+        assert len(r.labels["masks"]) == n and r.labels["keypoints"].shape == (n, 4, 3)
+        assert set(r.labels["keypoints"][..., 2].ravel().tolist()) <= {1.0, 2.0}
+    # dataset.yaml: the demo's kinds, unchanged, with the keypoint options it does not use
+    records, info = load_dataset_yaml(path, "train")
+    assert info.label_kinds == ("boxes", "identities", "image_labels")
+    assert all("masks" not in r.labels and "keypoints" not in r.labels for r in records)
+    # a YAML that declares keypoints must give their options
+    body = yaml.safe_load(all_path.read_text())
+    del body["kinds"]
+    bad = path.parent / "no-options.yaml"
+    bad.write_text(yaml.safe_dump(body))
+    with pytest.raises(ConfigError, match="kinds.keypoints"):
+        load_dataset_yaml(bad, "train")
+
+
+#: sha256 of render_still(7, "train", 0..5, 64)'s JPEG bytes and their boxes, made by format 1: masks and
+#: keypoints draw no random numbers, so the pixels stay those of format 1.
+FORMAT_1_STILLS = "7d0a1a4c01d3fe7362378bb7521a78f0fd1c624c383369fc57f6c407fd004781"
+FORMAT_1_BOXES = [
+    [[13, 29, 18, 15], [29, 13, 14, 11], [14, 45, 12, 14], [16, 48, 13, 10]],
+    [[26, 11, 12, 12], [4, 3, 15, 12], [29, 26, 19, 12], [4, 45, 13, 17], [5, 10, 14, 13], [40, 8, 15, 16]],
+    [[31, 11, 9, 13]],
+    [[36, 42, 8, 7], [28, 5, 14, 12]],
+    [[18, 38, 16, 16], [5, 47, 18, 14], [14, 3, 14, 11], [25, 52, 10, 9]],
+    [[51, 52, 11, 11], [7, 11, 9, 13], [37, 54, 10, 9]],
+]
+
+
+def test_images_and_boxes_are_those_of_format_1():
+    h, boxes = hashlib.sha256(), []
+    for index in range(6):
+        data, objects, _ = synthetic.render_still(7, "train", index, 64)
+        h.update(data)
+        boxes.append([o["bbox"] for o in objects])
+    assert boxes == FORMAT_1_BOXES
+    assert h.hexdigest() == FORMAT_1_STILLS

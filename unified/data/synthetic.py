@@ -13,6 +13,30 @@ colour gradients, low-frequency blotches, optional stripes, and distractors that
 Image-level labels (the classes present, then the scene labels) are stored in each COCO image entry as
 ``"labels": [names...]``.
 
+Every still-image object also carries an exact instance mask and keypoints in its COCO annotation:
+
+- ``segmentation``: the *visible* part of the shape (what later shapes leave of it; distractors and noise
+  are not objects and occlude nothing) as COCO compressed RLE ``{"size": [h, w], "counts": str}``, made
+  by ``pycocotools.mask.encode`` from the very boolean mask the shape was painted with, so it is exact
+  to the pixel. It is RLE and not polygons because the rendered raster is the ground truth (a polygon
+  would be rasterised again by another rule) and an occluded shape is not one simple polygon. ``area``
+  is the pixel count of that visible mask (COCO's convention); ``bbox`` stays the enclosing box of the
+  whole shape, occluded pixels included (shapes lie inside the image, so boxes are never clipped), so
+  the mask's enclosing box lies inside the box.
+- ``keypoints``: K = 4 extreme points of the whole shape's mask, in the order of
+  :data:`KEYPOINT_NAMES` = ``top, right, bottom, left``: the top-most, right-most, bottom-most and
+  left-most pixels of the shape (of the pixels in that extreme row or column, the one nearest their
+  mean, the smaller coordinate on a tie), written as pixel centres ``x + 0.5, y + 0.5``; ``v = 2``
+  when that pixel is visible, ``1`` when a later shape covers it. ``num_keypoints`` is 4. Under a
+  horizontal flip right-most and left-most swap: :data:`FLIP_IDX` = ``[0, 3, 2, 1]``. (A vertical flip
+  would swap top and bottom, which no ``flip_idx`` expresses: train these keypoints without ``flipud``.)
+
+``dataset.yaml`` declares the stills with ``boxes, image_labels`` only (what the demo trains on) and
+gives ``kinds: {keypoints: {kpt_shape: [4, 3], flip_idx: [0, 3, 2, 1]}}`` (OKS sigmas: the default
+``1/K`` each); ``dataset-all.yaml`` beside it is the same world with the stills declared as ``boxes,
+image_labels, masks, keypoints``: an experiment trains on it with ``data: <out>/dataset-all.yaml`` next
+to its ``synthetic:`` section (the section generates the world, ``data`` picks the file).
+
 Video sequences hold identities that move smoothly (velocity with noise), enter and leave the frame and
 occlude each other (fixed depth order). Each identity keeps one appearance for its whole life (two
 colours and a fill pattern), and identities of one class within a sequence differ in appearance.
@@ -22,6 +46,7 @@ ground truth while at least 25 % of it is visible and its clipped box is at leas
 Layout written under the output folder::
 
     dataset.yaml                  # names, scene labels, parts (see unified.data.dataset_yaml)
+    dataset-all.yaml              # the same, stills declared with masks and keypoints too
     manifest.json                 # generator parameters and format version (written last)
     shapes/train.json, shapes/val.json, shapes/train/*.jpg, shapes/val/*.jpg
     tracks/train/SEQ/{seqinfo.ini,img1/000001.jpg,gt/gt.txt}, tracks/val/SEQ/...
@@ -52,9 +77,18 @@ from unified.config import check
 CLASS_NAMES = ("ellipse", "rectangle", "triangle", "star", "cross")
 SCENE_LABELS = ("striped", "night", "noisy")
 #: Bump when the generated world changes, so that cached worlds are regenerated.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 JPEG_QUALITY = 92
+
+#: The keypoints of every still-image object, in order (see the module docstring).
+KEYPOINT_NAMES = ("top", "right", "bottom", "left")
+#: Keypoint ``i`` of a horizontally flipped image is keypoint ``FLIP_IDX[i]`` of the original.
+FLIP_IDX = (0, 3, 2, 1)
+#: The stills' label kinds in ``dataset.yaml`` (the demo's) and in ``dataset-all.yaml``.
+STILL_KINDS = ("boxes", "image_labels")
+STILL_KINDS_ALL = ("boxes", "image_labels", "masks", "keypoints")
+ALL_YAML = "dataset-all.yaml"
 
 _KIND_STILL, _KIND_VIDEO = 1, 2
 _SPLIT_CODE = {"train": 0, "val": 1}
@@ -305,6 +339,30 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
+def _extreme_points(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Pixels ``(x, y)`` of a non-empty mask: top-most, right-most, bottom-most, left-most.
+
+    Of the pixels in the extreme row (column), the one nearest their mean column (row); the first, i.e.
+    the smaller coordinate, on a tie.
+    """
+    ys, xs = np.nonzero(mask)  # row-major: within a row xs ascend, within a column ys ascend
+    points = []
+    for along, across, largest in ((ys, xs, False), (xs, ys, True), (ys, xs, True), (xs, ys, False)):
+        edge = along.max() if largest else along.min()
+        candidates = across[along == edge]
+        pick = int(candidates[np.argmin(np.abs(candidates - candidates.mean()))])
+        points.append((pick, int(edge)) if along is ys else (int(edge), pick))
+    return points
+
+
+def _coco_rle(mask: np.ndarray) -> dict:
+    """A boolean mask as COCO compressed RLE with ``counts`` as ``str`` (JSON)."""
+    from pycocotools import mask as mask_util
+
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
 def _paint(image: np.ndarray, mask: np.ndarray, appearance: Appearance, origin: tuple[int, int]) -> None:
     """Paint ``appearance`` where ``mask`` is set; the pattern is anchored at ``origin`` (x, y)."""
     if not mask.any():
@@ -337,7 +395,13 @@ def _jpeg_bytes(array: np.ndarray) -> bytes:
 
 
 def render_still(seed: int, split: str, index: int, size: int) -> tuple[bytes, list[dict], list[str]]:
-    """One still image: JPEG bytes, objects (``bbox`` xywh, ``cls``, ``area``) and image labels."""
+    """One still image: JPEG bytes, objects and image labels.
+
+    Each object is a dict with ``bbox`` (xywh of the whole shape), ``cls``, ``area`` (visible pixels),
+    ``segmentation`` (visible mask, COCO compressed RLE) and ``keypoints`` (``[x, y, v] * 4``, see the
+    module docstring). Masks and keypoints are computed from what was drawn: they draw no random
+    numbers, so the pixels are those of format 1.
+    """
     rng = _rng(seed, _KIND_STILL, _SPLIT_CODE[split], index)
     striped, night, noisy = rng.random(3) < np.array([0.4, 0.3, 0.35])
     image = _background(rng, size, striped)
@@ -381,9 +445,21 @@ def render_still(seed: int, split: str, index: int, size: int) -> tuple[bytes, l
     _draw_distractors(rng, image, int(rng.integers(0, 3)), thin_only=True)
     array = _finish(rng, image, bool(night), bool(noisy), base_noise=float(rng.uniform(0, 6)))
     objects = []
-    for cls, mask in zip(classes, masks):
+    for k, (cls, mask) in enumerate(zip(classes, masks)):
         x0, y0, x1, y1 = _bbox(mask)
-        objects.append({"bbox": [x0, y0, x1 - x0, y1 - y0], "cls": cls, "area": int(mask.sum())})
+        shown = owner == k
+        keypoints: list[float] = []
+        for x, y in _extreme_points(mask):
+            keypoints += [x + 0.5, y + 0.5, 2 if shown[y, x] else 1]
+        objects.append(
+            {
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "cls": cls,
+                "area": int(shown.sum()),
+                "segmentation": _coco_rle(shown),
+                "keypoints": keypoints,
+            }
+        )
     labels = [CLASS_NAMES[c] for c in sorted(set(classes))]
     labels += [name for name, flag in zip(SCENE_LABELS, (striped, night, noisy)) if flag]
     return _jpeg_bytes(array), objects, labels
@@ -511,6 +587,9 @@ def _write_stills(root: Path, split: str, count: int, cfg: SyntheticConfig) -> N
                     "bbox": obj["bbox"],
                     "area": obj["area"],
                     "iscrowd": 0,
+                    "segmentation": obj["segmentation"],
+                    "keypoints": obj["keypoints"],
+                    "num_keypoints": len(KEYPOINT_NAMES),
                 }
             )
     coco = {
@@ -542,10 +621,10 @@ def _write_sequences(root: Path, split: str, count: int, cfg: SyntheticConfig) -
         )
 
 
-def _dataset_yaml(cfg: SyntheticConfig) -> str:
+def _dataset_yaml(cfg: SyntheticConfig, still_kinds: tuple[str, ...] = STILL_KINDS) -> str:
     parts = []
     if cfg.images or cfg.val_images:
-        shapes = {"name": "shapes", "format": "coco", "label_kinds": ["boxes", "image_labels"]}
+        shapes = {"name": "shapes", "format": "coco", "label_kinds": list(still_kinds)}
         for split, n in (("train", cfg.images), ("val", cfg.val_images)):
             if n:
                 shapes[split] = {"annotations": f"shapes/{split}.json", "images": f"shapes/{split}"}
@@ -556,7 +635,14 @@ def _dataset_yaml(cfg: SyntheticConfig) -> str:
             if n:
                 tracks[split] = f"tracks/{split}"
         parts.append(tracks)
-    body = {"version": 1, "names": list(CLASS_NAMES), "scene_labels": list(SCENE_LABELS), "parts": parts}
+    body = {
+        "version": 1,
+        "names": list(CLASS_NAMES),
+        "scene_labels": list(SCENE_LABELS),
+        "parts": parts,
+        # Sigmas: the default 1/K each (these are not COCO persons).
+        "kinds": {"keypoints": {"kpt_shape": [len(KEYPOINT_NAMES), 3], "flip_idx": list(FLIP_IDX)}},
+    }
     header = f"# unified synthetic world (format {FORMAT_VERSION}); generator parameters in {MANIFEST}\n"
     return header + yaml.safe_dump(body, sort_keys=False, default_flow_style=None)
 
@@ -585,6 +671,8 @@ def make_synthetic(
     seed: int = 0,
 ) -> Path:
     """Write (or find cached) a synthetic world and return the path of its ``dataset.yaml``.
+
+    ``dataset-all.yaml`` (:data:`ALL_YAML`) beside it declares the stills with masks and keypoints too.
 
     The world is generated in a temporary sibling folder and moved into place in one rename, with
     ``manifest.json`` written last, so an interrupted run never leaves a folder that looks complete. A
@@ -622,6 +710,7 @@ def make_synthetic(
         for split, n in (("train", cfg.sequences), ("val", cfg.val_sequences)):
             _write_sequences(tmp, split, n, cfg)
         (tmp / "dataset.yaml").write_text(_dataset_yaml(cfg))
+        (tmp / ALL_YAML).write_text(_dataset_yaml(cfg, STILL_KINDS_ALL))
         (tmp / MANIFEST).write_text(json.dumps(_manifest(cfg), indent=1))
         _move_into_place(tmp, out, cfg)
     finally:
@@ -649,9 +738,14 @@ def _move_into_place(tmp: Path, out: Path, cfg: SyntheticConfig) -> None:
 
 
 __all__ = [
+    "ALL_YAML",
     "CLASS_NAMES",
+    "FLIP_IDX",
     "FORMAT_VERSION",
+    "KEYPOINT_NAMES",
     "SCENE_LABELS",
+    "STILL_KINDS",
+    "STILL_KINDS_ALL",
     "SyntheticConfig",
     "is_complete",
     "make_synthetic",
