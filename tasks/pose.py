@@ -43,9 +43,6 @@ Reading:
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,8 +52,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 from unified.config import ConfigError, check
@@ -66,6 +61,7 @@ from unified.data.kinds.boxes import Boxes
 from unified.data.readers import label_path_for, list_images, read_lines
 from unified.data.records import ImageRecord
 from unified.data.validate import BOX_TOLERANCE_PX, ProblemLog, check_box, check_image, is_integer_value
+from unified.evaluation.coco import coco_stats
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable
 from unified.structures import DatasetInfo, FeatureShape
@@ -605,22 +601,8 @@ class PoseEvaluator(Evaluator):
                 "AP": float("nan") if not keypointed else 0.0,
                 "AP50": float("nan") if not keypointed else 0.0,
             }
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_gt = COCO()
-            coco_gt.dataset = copy.deepcopy(self.gt)
-            coco_gt.createIndex()
-            coco_dt = coco_gt.loadRes(copy.deepcopy(self.results))
-            evaluation = COCOeval(coco_gt, coco_dt, iouType="keypoints")
-            evaluation.params.kpt_oks_sigmas = np.array(self.task.options.sigmas, dtype=np.float64)
-            evaluation.evaluate()
-            evaluation.accumulate()
-            evaluation.summarize()
-        stats = evaluation.stats
-        return {"AP": _defined(stats[0]), "AP50": _defined(stats[1])}
-
-
-def _defined(value: float) -> float:
-    return float("nan") if value < 0 else float(value)
+        stats = coco_stats(self.gt, self.results, "keypoints", self.task.options.sigmas)
+        return {"AP": stats[0], "AP50": stats[1]}
 
 
 def _to_original(points: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:

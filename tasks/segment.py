@@ -67,9 +67,6 @@ polygon's enclosing box. No label file: an image without objects. It provides ``
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -80,8 +77,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pycocotools import mask as coco_mask
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 from unified.config import check
@@ -91,6 +86,7 @@ from unified.data.kinds.boxes import Boxes
 from unified.data.readers import check_box, check_image, label_path_for, list_images, read_lines
 from unified.data.records import ImageRecord
 from unified.data.validate import BOX_TOLERANCE_PX, is_integer_value
+from unified.evaluation.coco import coco_stats
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable
 from unified.structures import FeatureShape
@@ -822,21 +818,8 @@ class SegmentEvaluator(Evaluator):
             return dict.fromkeys(keys, float("nan"))
         if not self.results:
             return dict.fromkeys(keys, 0.0)
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_gt = COCO()
-            coco_gt.dataset = copy.deepcopy(self.gt)
-            coco_gt.createIndex()
-            coco_dt = coco_gt.loadRes(copy.deepcopy(self.results))
-            evaluation = COCOeval(coco_gt, coco_dt, iouType="segm")
-            evaluation.evaluate()
-            evaluation.accumulate()
-            evaluation.summarize()
-        stats = evaluation.stats
-        return {key: _defined(stats[j]) for j, key in enumerate(keys)}
-
-
-def _defined(value: float) -> float:
-    return float("nan") if value < 0 else float(value)
+        stats = coco_stats(self.gt, self.results, "segm")
+        return dict(zip(keys, stats))
 
 
 @TASKS.register("segment")

@@ -212,6 +212,32 @@ def _nan_if_undefined(value: float) -> float:
     return float("nan") if value < 0 else float(value)
 
 
+def coco_stats(
+    ground_truth: dict[str, Any],
+    results: list[dict[str, Any]],
+    iou_type: Literal["bbox", "segm", "keypoints"],
+    kpt_oks_sigmas: Sequence[float] | None = None,
+) -> list[float]:
+    """``COCOeval.stats`` of ``results`` against an in-memory ground-truth dataset, quietly, with
+    pycocotools' ``-1`` ("nothing to measure") as ``nan``. Both inputs are copied (pycocotools edits them).
+
+    Args:
+        ground_truth: A COCO dataset dict (``images``, ``annotations``, ``categories``).
+        results: A non-empty COCO results list.
+        iou_type: What to compare: boxes, masks (RLE ``segmentation``) or keypoints (OKS).
+        kpt_oks_sigmas: Per-keypoint OKS sigmas (keypoints only; pycocotools' person sigmas otherwise).
+    """
+    coco_gt = coco_from_dataset(copy.deepcopy(ground_truth))
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), iouType=iou_type)
+        if kpt_oks_sigmas is not None:
+            evaluation.params.kpt_oks_sigmas = np.asarray(kpt_oks_sigmas, dtype=np.float64)
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return [_nan_if_undefined(value) for value in evaluation.stats]
+
+
 def _mean_defined(values: np.ndarray) -> float:
     defined = values[values > -1]
     return float(defined.mean()) if defined.size else float("nan")
