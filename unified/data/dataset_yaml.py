@@ -246,7 +246,7 @@ def _read_part(
     )
     records = fmt.read(location, ctx)
     derived = [k for k in kind_order(set(part.label_kinds)) if k not in read_kinds]
-    info = DatasetInfo(list(spec.names), spec.image_label_names, kind_options=dict(spec.kinds))
+    info = ctx.info
     for record in records:
         for name in derived:
             value = label_kind(name).derive(record.labels, info)
