@@ -9,10 +9,12 @@ carries that kind), ``meta`` dict. :func:`collate` turns samples into the batch 
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import random
 import signal
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -229,7 +231,12 @@ def seed_worker(worker_id: int, niceness: int = 0) -> None:
     A terminal's Ctrl-C signals the whole process group. A worker that died of it first would make the
     main process fail with "DataLoader worker exited unexpectedly" instead of stopping cleanly, so the
     workers leave SIGINT to the main process, which shuts them down.
+
+    On Linux a worker is also killed as soon as the process that forked it dies (SIGKILL, an OOM kill, an
+    uncaught SIGTERM): torch's own watchdog only notices between samples, and a worker at the lowest
+    priority on busy cores may not get the CPU to reach that check for a minute.
     """
+    _die_with_parent()
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # discards a Ctrl-C held back by iterate_loader
@@ -238,6 +245,22 @@ def seed_worker(worker_id: int, niceness: int = 0) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent thread dies (``PR_SET_PDEATHSIG``); elsewhere
+    nothing. The loaders are iterated from the thread that made them, so that thread's end is the parent's."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def iterate_loader(loader: Iterable[Any]) -> Iterator[Any]:
