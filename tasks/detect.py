@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from unified.config import check
+from unified.drawing import color, draw_labelled_boxes
 from unified.evaluation.coco import CocoDetectionEvaluator
 from unified.evaluation.plots import plot_per_class_ap, plot_pr_curve
 from unified.implicit import ImplicitForm
@@ -20,7 +21,7 @@ from unified.losses.yolo import DetectionLossConfig, YoloDetectionLoss
 from unified.models.heads import IDetectHead
 from unified.ops.boxes import letterbox_to_original, xywh_to_xyxy
 from unified.ops.nms import non_max_suppression
-from unified.task import TASKS, Evaluator, FeatureShape, StepContext, Task, TaskConfig
+from unified.task import TASKS, Evaluator, FeatureShape, ImagePredictions, StepContext, Task, TaskConfig
 
 
 @dataclass
@@ -204,6 +205,34 @@ class DetectTask(Task):
                 result["boxes"], image_meta["ratio"], image_meta["pad"], image_meta["orig_shape"]
             )
         return results
+
+    def draw(self, canvas: Any, predictions: ImagePredictions) -> Any:
+        det = predictions[self.name]
+        classes = det["classes"].tolist()
+        names = self.info.class_names
+        labels = [
+            f"{names[c] if c < len(names) else c} {s:.2f}" for c, s in zip(classes, det["scores"].tolist())
+        ]
+        return draw_labelled_boxes(canvas, det["boxes"].tolist(), labels, [color(c) for c in classes])
+
+    def instance_fields(self, predictions: ImagePredictions) -> list[dict[str, Any]]:
+        """COCO result fields: ``category_id`` (the class index), ``bbox`` ``[x, y, w, h]`` in original
+        pixels, ``score``."""
+        det = predictions[self.name]
+        return [
+            {
+                "category_id": int(c),
+                "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+                "score": round(float(s), 5),
+            }
+            for (x1, y1, x2, y2), s, c in zip(
+                det["boxes"].tolist(), det["scores"].tolist(), det["classes"].tolist()
+            )
+        ]
+
+    def export_outputs(self, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``decoded`` ``(B, N, 5 + nc)``: xywh in input pixels, objectness and class scores."""
+        return {"decoded": outputs[self.name]["decoded"]}
 
     def make_evaluator(self) -> DetectionEvaluator:
         return DetectionEvaluator(self.info.class_names)

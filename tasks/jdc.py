@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from unified.config import check
+from unified.drawing import draw_text_block
 from unified.evaluation.multilabel import MultiLabelEvaluator
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after, implicit_constant
 from unified.models.fuse import Fusable
-from unified.task import TASKS, Evaluator, FeatureShape, StepContext, Task, TaskConfig
+from unified.task import TASKS, Evaluator, FeatureShape, ImagePredictions, StepContext, Task, TaskConfig
 
 
 @dataclass
@@ -112,6 +113,7 @@ class JDCTask(Task):
     config_class = JDCConfig
     requires = ("detect",)
     label_kinds = ("image_labels",)
+    image_keys = ("labels", "scores")
     cfg: JDCConfig
 
     def build_head(
@@ -145,6 +147,24 @@ class JDCTask(Task):
         return [
             {"scores": s, "labels": (s >= self.cfg.threshold).nonzero().flatten()} for s in scores.float()
         ]
+
+    def draw(self, canvas: Any, predictions: ImagePredictions) -> Any:
+        result = predictions[self.name]
+        names, scores = self.info.image_label_names, result["scores"].tolist()
+        return draw_text_block(canvas, [f"{names[i]} {scores[i]:.2f}" for i in result["labels"].tolist()])
+
+    def image_fields(self, predictions: ImagePredictions) -> dict[str, Any]:
+        """``labels``: the names scoring at least the threshold; ``scores``: every label's score."""
+        result = predictions[self.name]
+        names, scores = self.info.image_label_names, result["scores"].tolist()
+        return {
+            "labels": [names[i] for i in result["labels"].tolist()],
+            "scores": {name: round(s, 5) for name, s in zip(names, scores)},
+        }
+
+    def export_outputs(self, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``jdc_scores`` ``(B, L)``: the image-label probabilities."""
+        return {"jdc_scores": outputs[self.name]["scores"]}
 
     def make_evaluator(self) -> ClassificationEvaluator:
         return ClassificationEvaluator(self)

@@ -30,7 +30,7 @@ from unified.evaluation.embedding import EmbeddingEvaluator
 from unified.evaluation.mot import MotEvaluator
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable, fuse_conv_bn
-from unified.task import TASKS, Evaluator, FeatureShape, StepContext, Task, TaskConfig
+from unified.task import TASKS, Evaluator, FeatureShape, ImagePredictions, StepContext, Task, TaskConfig
 from unified.tasks.detect import DetectTask, ground_truth_in_original
 from unified.tracking import Tracker, TrackerConfig
 
@@ -197,6 +197,7 @@ class JDETask(Task):
     config_class = JDEConfig
     requires = ("detect",)
     label_kinds = ("identities",)
+    array_keys = ("embeddings",)
     cfg: JDEConfig
 
     def __init__(self, cfg: JDEConfig, info: Any, requirements: dict[str, Task]) -> None:
@@ -272,6 +273,21 @@ class JDETask(Task):
                 vectors[pick] = emb[i, :, cells.grid_y[pick], cells.grid_x[pick]].t().float()
             results.append({"embeddings": F.normalize(vectors, dim=1)})
         return results
+
+    def arrays(self, predictions: ImagePredictions) -> dict[str, np.ndarray]:
+        """``embeddings``: one L2-normalised float32 row per kept detection."""
+        return {"embeddings": predictions[self.name]["embeddings"].cpu().numpy().astype(np.float32)}
+
+    def export_outputs(self, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``jde_embeddings`` ``(B, N, D)``: the L2-normalised embedding of every ``decoded`` row (each
+        cell's vector repeated over its anchors, so row ``k`` matches ``decoded`` row ``k``)."""
+        na = int(self.detect.head.na)
+        rows = []
+        for emb in outputs[self.name]["embeddings"]:
+            b, d, ny, nx = emb.shape
+            cells = emb.permute(0, 2, 3, 1).reshape(b, 1, ny * nx, d)
+            rows.append(cells.expand(b, na, ny * nx, d).reshape(b, na * ny * nx, d))
+        return {"jde_embeddings": F.normalize(torch.cat(rows, dim=1), dim=-1)}
 
     def make_evaluator(self) -> JDEEvaluator:
         return JDEEvaluator(self)

@@ -43,6 +43,7 @@ Reading:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,11 +62,13 @@ from unified.data.kinds.boxes import Boxes
 from unified.data.readers import label_path_for, list_images, read_lines
 from unified.data.records import ImageRecord
 from unified.data.validate import BOX_TOLERANCE_PX, ProblemLog, check_box, check_image, is_integer_value
-from unified.evaluation.coco import coco_stats
+from unified.drawing import draw_keypoints
+from unified.evaluation.coco import CocoStats, coco_stats
+from unified.evaluation.plots import plot_pr_curve
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable
 from unified.structures import DatasetInfo, FeatureShape
-from unified.task import TASKS, Evaluator, StepContext, Task, TaskConfig
+from unified.task import TASKS, Evaluator, ImagePredictions, StepContext, Task, TaskConfig
 from unified.tasks.detect import DetectTask, ground_truth_in_original
 
 if TYPE_CHECKING:
@@ -76,6 +79,11 @@ if TYPE_CHECKING:
 COCO_PERSON_SIGMAS = [
     v / 10.0 for v in (0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62)
 ] + [v / 10.0 for v in (1.07, 1.07, 0.87, 0.87, 0.89, 0.89)]
+#: COCO's person skeleton (its ``categories[].skeleton``), as 0-based keypoint pairs.
+COCO_PERSON_SKELETON = [
+    [15, 13], [13, 11], [16, 14], [14, 12], [11, 12], [5, 11], [6, 12], [5, 6], [5, 7], [6, 8], [7, 9],
+    [8, 10], [1, 2], [0, 1], [0, 2], [1, 3], [2, 4], [3, 5], [4, 6],
+]  # fmt: skip
 #: Visibility values of COCO: not labelled, labelled but occluded, visible.
 VISIBILITIES = (0, 1, 2)
 
@@ -91,11 +99,14 @@ class KeypointOptions:
             original; a permutation of ``0..K-1`` that is its own inverse (left and right swap).
         sigmas: Per-keypoint OKS sigmas; None: COCO's person sigmas when K is 17, else ``1/K`` each.
             After construction it always holds K values.
+        skeleton: Pairs ``[i, j]`` of keypoints joined by a line when drawn (0-based); None: COCO's person
+            skeleton when K is 17, else none.
     """
 
     kpt_shape: list[int]
     flip_idx: list[int]
     sigmas: list[float] | None = None
+    skeleton: list[list[int]] | None = None
 
     def __post_init__(self) -> None:
         check(
@@ -121,6 +132,13 @@ class KeypointOptions:
             len(self.sigmas) == k and all(s > 0 for s in self.sigmas),
             "sigmas",
             f"must be {k} positive numbers (one per keypoint), got {self.sigmas}",
+        )
+        if self.skeleton is None:
+            self.skeleton = [list(pair) for pair in COCO_PERSON_SKELETON] if k == 17 else []
+        check(
+            all(len(pair) == 2 and all(0 <= i < k for i in pair) for pair in self.skeleton),
+            "skeleton",
+            f"must be pairs [i, j] of keypoints 0..{k - 1}, got {self.skeleton}",
         )
 
     @property
@@ -428,6 +446,7 @@ def _row_points(values: np.ndarray, layout: _Layout, size: tuple[int, int]) -> n
 
 __all__ = [
     "COCO_PERSON_SIGMAS",
+    "COCO_PERSON_SKELETON",
     "DEFAULT_OPTIONS",
     "KeypointOptions",
     "KeypointsKind",
@@ -449,15 +468,18 @@ class PoseConfig(TaskConfig):
         gain: Weight of the OKS keypoint term.
         visibility_gain: Weight of the visibility BCE term.
         implicit_form: Form of the head's implicit tensors.
+        visible_threshold: Visibility probability from which a predicted keypoint is drawn.
     """
 
     gain: float = 1.0
     visibility_gain: float = 1.0
     implicit_form: ImplicitForm = "vector"
+    visible_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         check(self.gain > 0, "gain", "must be > 0")
         check(self.visibility_gain >= 0, "visibility_gain", "must be >= 0")
+        check(0 <= self.visible_threshold <= 1, "visible_threshold", "must be in [0, 1]")
 
 
 class KeypointHead(nn.Module, Fusable):
@@ -554,6 +576,7 @@ class PoseEvaluator(Evaluator):
         self.gt: dict[str, list] = {"images": [], "annotations": [], "categories": []}
         self.results: list[dict[str, Any]] = []
         self.gt["categories"] = [{"id": i, "name": n} for i, n in enumerate(task.info.class_names)]
+        self.measured: CocoStats | None = None
 
     def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
         mask = self.task.label_mask(batch)
@@ -601,8 +624,22 @@ class PoseEvaluator(Evaluator):
                 "AP": float("nan") if not keypointed else 0.0,
                 "AP50": float("nan") if not keypointed else 0.0,
             }
-        stats = coco_stats(self.gt, self.results, "keypoints", self.task.options.sigmas)
-        return {"AP": stats[0], "AP50": stats[1]}
+        self.measured = coco_stats(self.gt, self.results, "keypoints", self.task.options.sigmas)
+        return {"AP": self.measured.stats[0], "AP50": self.measured.stats[1]}
+
+    def save_plots(self, directory: Path) -> list[Path]:
+        """The keypoint precision-recall curves (OKS 0.5) and the COCO keypoint results JSON of the last
+        :meth:`compute`."""
+        if self.measured is None:
+            return []
+        directory.mkdir(parents=True, exist_ok=True)
+        curve = plot_pr_curve(
+            self.measured.recall, self.measured.precision50, self.task.info.class_names,
+            directory / "pose_pr_curve.png", title="Keypoints: precision-recall (OKS 0.5)",
+        )  # fmt: skip
+        results = directory / "pose_predictions.json"
+        results.write_text(json.dumps(self.results))
+        return [curve, results]
 
 
 def _to_original(points: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
@@ -691,6 +728,23 @@ class PoseTask(Task):
             points = decoded[i, det["index"]].cpu().double()
             results.append({"keypoints": _to_original(points, image_meta).float()})
         return results
+
+    def draw(self, canvas: Any, predictions: ImagePredictions) -> Any:
+        points = predictions[self.name]["keypoints"].numpy()
+        return draw_keypoints(canvas, points, self.cfg.visible_threshold, self.options.skeleton or ())
+
+    def instance_fields(self, predictions: ImagePredictions) -> list[dict[str, Any]]:
+        """``keypoints``: ``[x1, y1, s1, ..., xK, yK, sK]`` in original pixels with each keypoint's
+        visibility probability (the COCO keypoint result layout; COCOeval reads only x and y)."""
+        return [
+            {"keypoints": [round(float(v), 3) for v in points.flatten()]}
+            for points in predictions[self.name]["keypoints"]
+        ]
+
+    def export_outputs(self, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``pose_keypoints`` ``(B, N, K, 3)``: ``x, y`` in input pixels and the visibility probability of
+        each keypoint, row for row with ``decoded``."""
+        return {"pose_keypoints": outputs[self.name]["decoded"]}
 
     def make_evaluator(self) -> PoseEvaluator:
         return PoseEvaluator(self)

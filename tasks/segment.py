@@ -67,6 +67,7 @@ polygon's enclosing box. No label file: an image without objects. It provides ``
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -86,11 +87,13 @@ from unified.data.kinds.boxes import Boxes
 from unified.data.readers import check_box, check_image, label_path_for, list_images, read_lines
 from unified.data.records import ImageRecord
 from unified.data.validate import BOX_TOLERANCE_PX, is_integer_value
-from unified.evaluation.coco import coco_stats
+from unified.drawing import color, overlay_masks
+from unified.evaluation.coco import CocoStats, coco_stats
+from unified.evaluation.plots import plot_pr_curve
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable
 from unified.structures import FeatureShape
-from unified.task import TASKS, Evaluator, StepContext, Task, TaskConfig
+from unified.task import TASKS, Evaluator, ImagePredictions, StepContext, Task, TaskConfig
 from unified.tasks.detect import DetectTask
 
 if TYPE_CHECKING:
@@ -765,6 +768,15 @@ def ground_truth_masks(batch: dict[str, Any], index: int, stride: int) -> torch.
     return masks[:, cy][:, :, cx] > 0
 
 
+def text_rle(rle: dict[str, Any]) -> dict[str, Any]:
+    """A compressed RLE with its ``counts`` as text, as COCO JSON files carry it (pycocotools reads both)."""
+    counts = rle["counts"]
+    return {
+        "size": list(rle["size"]),
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }
+
+
 def encode_masks(masks: torch.Tensor) -> list[dict[str, Any]]:
     """pycocotools compressed RLEs of bool ``(k, H, W)`` masks."""
     if len(masks) == 0:
@@ -781,6 +793,7 @@ class SegmentEvaluator(Evaluator):
         self.gt: dict[str, list] = {"images": [], "annotations": [], "categories": []}
         self.results: list[dict[str, Any]] = []
         self.gt["categories"] = [{"id": i, "name": n} for i, n in enumerate(task.info.class_names)]
+        self.measured: CocoStats | None = None
 
     def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
         mask = self.task.label_mask(batch)
@@ -818,8 +831,24 @@ class SegmentEvaluator(Evaluator):
             return dict.fromkeys(keys, float("nan"))
         if not self.results:
             return dict.fromkeys(keys, 0.0)
-        stats = coco_stats(self.gt, self.results, "segm")
-        return dict(zip(keys, stats))
+        self.measured = coco_stats(self.gt, self.results, "segm")
+        return dict(zip(keys, self.measured.stats))
+
+    def save_plots(self, directory: Path) -> list[Path]:
+        """The mask precision-recall curves (IoU 0.5) and the COCO segmentation results JSON (RLE counts as
+        text) of the last :meth:`compute`."""
+        if self.measured is None:
+            return []
+        directory.mkdir(parents=True, exist_ok=True)
+        curve = plot_pr_curve(
+            self.measured.recall, self.measured.precision50, self.task.info.class_names,
+            directory / "segment_pr_curve.png", title="Masks: precision-recall (IoU 0.5)",
+        )  # fmt: skip
+        results = directory / "segment_predictions.json"
+        results.write_text(
+            json.dumps([{**r, "segmentation": text_rle(r["segmentation"])} for r in self.results])
+        )
+        return [curve, results]
 
 
 @TASKS.register("segment")
@@ -901,10 +930,14 @@ class SegmentTask(Task):
         size = (round(hp * self.head.proto_stride), round(wp * self.head.proto_stride))
         results = []
         for i, (det, image_meta) in enumerate(zip(predictions["detect"], meta)):
-            masks = self.assemble(
-                decoded[i, det["index"]], protos[i], det["boxes_input"].float(), size, image_meta
-            )
-            results.append({"masks": masks, "rles": encode_masks(masks)})
+            coeffs, boxes = decoded[i, det["index"]], det["boxes_input"].float()
+            rles = []
+            # Only compressed RLEs are kept: full-size bool masks of hundreds of low-score detections
+            # would take ~100 MB per image at evaluation's conf 0.001.
+            for start in range(0, len(coeffs), self.CHUNK):
+                chunk = slice(start, start + self.CHUNK)
+                rles += encode_masks(self.assemble(coeffs[chunk], protos[i], boxes[chunk], size, image_meta))
+            results.append({"rles": rles})
         return results
 
     def assemble(
@@ -921,7 +954,9 @@ class SegmentTask(Task):
         ys, xs = original_pixels(meta)
         uy = ys.floor().long().clamp(0, height - 1).to(protos.device)
         ux = xs.floor().long().clamp(0, width - 1).to(protos.device)
-        centre_y, centre_x = (uy.float() + 0.5), (ux.float() + 0.5)
+        # The crop tests each original pixel's own centre (not the input pixel it samples), so a mask
+        # never leaves its box in the original image.
+        centre_y, centre_x = ys.float().to(protos.device), xs.float().to(protos.device)
         out = []
         flat = protos.reshape(protos.shape[0], -1)
         for start in range(0, len(coeffs), self.CHUNK):
@@ -936,6 +971,22 @@ class SegmentTask(Task):
         if not out:
             return torch.zeros((0, len(ys), len(xs)), dtype=torch.bool)
         return torch.cat(out)
+
+    def draw(self, canvas: Any, predictions: ImagePredictions) -> Any:
+        masks = [decode_rle(rle).astype(bool) for rle in predictions[self.name]["rles"]]
+        colors = [color(int(c)) for c in predictions["detect"]["classes"].tolist()]
+        return overlay_masks(canvas, masks, colors)
+
+    def instance_fields(self, predictions: ImagePredictions) -> list[dict[str, Any]]:
+        """``segmentation``: the mask as a COCO compressed RLE (``counts`` as text) in original pixels."""
+        return [{"segmentation": text_rle(rle)} for rle in predictions[self.name]["rles"]]
+
+    def export_outputs(self, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``segment_coefficients`` ``(B, N, P)``, row for row with ``decoded``, and ``segment_protos``
+        ``(B, P, Hp, Wp)`` at ``proto_stride`` input pixels per cell: a detection's mask is
+        ``sigmoid(coefficients @ protos)``, upsampled to the input and cropped to its box."""
+        out = outputs[self.name]
+        return {"segment_coefficients": out["decoded"], "segment_protos": out["protos"]}
 
     def make_evaluator(self) -> SegmentEvaluator:
         return SegmentEvaluator(self)

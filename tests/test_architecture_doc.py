@@ -26,7 +26,7 @@ NOT_OURS = {"label_kinds", "image_labels", "label_mask", "orig_shape", "image_id
             "iou_type", "ia_0", "before_train", "before_epoch", "before_step", "after_backward",
             "after_step", "after_epoch", "after_train", "state_dict", "load_state_dict", "eval_model",
             "make_evaluator", "build_head", "save_plots", "to_sample", "to_device", "from_coco_annotation",
-            "from_coco_image", "memory_format", "out_shapes", "fuse_model"}  # fmt: skip
+            "from_coco_image", "memory_format", "out_shapes", "fuse_model", "category_id"}  # fmt: skip
 
 
 def _index() -> dict[str, list[object]]:

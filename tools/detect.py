@@ -7,14 +7,17 @@
 
 Writes into --out (default runs/detect/exp, numbered when it exists):
 
-* ``NAME.ext`` annotated images (``VIDEO.mp4`` for a video);
+* ``NAME.ext`` annotated images (``VIDEO.mp4`` for a video): every task draws its prediction (boxes,
+  masks, keypoints, image labels ...);
 * ``labels/NAME.txt`` with --save-txt: YOLO rows ``class cx cy w h conf`` normalised to the original image;
-* ``predictions.json`` with --save-json: COCO-style results (``image_id``, ``category_id`` = class index,
-  ``bbox`` = ``[x, y, w, h]`` in original pixels, ``score``) and ``categories.json`` (index -> name);
-* ``image_labels.json`` with --save-labels (models with the ``jdc`` task): per image the labels above
-  the task's threshold and every label's score;
-* ``embeddings/NAME.npy`` with --save-embeddings (models with the ``jde`` task): one L2-normalised row per
-  detection, in the order of ``labels/NAME.txt``.
+* ``predictions.json`` with --save-json: COCO-style results, one record per detection with ``image_id``,
+  ``file_name``, ``category_id`` = class index, ``bbox`` = ``[x, y, w, h]`` in original pixels, ``score``,
+  and what the other tasks add (``segment``: ``segmentation`` as a compressed RLE; ``pose``:
+  ``keypoints`` ``[x, y, score] * K``), and ``categories.json`` (index -> name);
+* ``image_labels.json`` with --save-labels (models with a task about the whole image, e.g. ``jdc``): per
+  image that task's fields (``jdc``: the labels above its threshold and every label's score);
+* ``KEY/NAME.npy`` with --save-arrays (alias --save-embeddings; models with a task of per-detection arrays,
+  e.g. ``jde``'s ``embeddings``): one row per detection, in the order of ``labels/NAME.txt``.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ from unified.engine.launch import increment_path  # noqa: E402
 from unified.inference import (  # noqa: E402
     SourceError,
     VideoWriter,
-    coco_results,
-    draw_detections,
+    detection_arrays,
+    draw_predictions,
+    image_fields,
+    instance_records,
     iter_frames,
     predict_frames,
     write_json,
@@ -46,6 +51,7 @@ from unified.inference import (  # noqa: E402
 )
 from unified.model import load  # noqa: E402
 from unified.registry import RegistryError  # noqa: E402
+from unified.task import TASKS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,9 +68,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--exist-ok", dest="exist_ok", action="store_true", help="write into an existing --out")
     p.add_argument("--save-txt", dest="save_txt", action="store_true", help="YOLO txt per image")
     p.add_argument("--save-json", dest="save_json", action="store_true", help="COCO-style predictions.json")
-    p.add_argument("--save-labels", dest="save_labels", action="store_true", help="jdc image labels")
     p.add_argument(
-        "--save-embeddings", dest="save_embeddings", action="store_true", help="jde embeddings .npy"
+        "--save-labels", dest="save_labels", action="store_true", help="image-level outputs (jdc labels)"
+    )
+    p.add_argument(
+        "--save-arrays",
+        "--save-embeddings",
+        dest="save_arrays",
+        action="store_true",
+        help="per-detection arrays as .npy (jde embeddings)",
     )
     p.add_argument("--no-save-img", dest="save_img", action="store_false", help="no annotated images")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="do not fold BN / implicit tensors")
@@ -85,11 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = device_of(args.device)
         model = load(args.weights, device=device, plugins=args.plugins)
-        for flag, task in (("--save-labels", "jdc"), ("--save-embeddings", "jde")):
-            if getattr(args, flag[2:].replace("-", "_")) and task not in model.tasks:
-                raise ConfigError(
-                    f"{flag} needs a model with the {task!r} task; this one has {model.task_names}"
-                )
+        check_outputs_wanted(args, model)
         detect = model.tasks["detect"]
         detect.cfg = dataclasses.replace(
             detect.cfg, conf_thres=args.conf, iou_thres=args.iou, max_det=args.max_det, multi_label=False
@@ -107,10 +115,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def check_outputs_wanted(args: argparse.Namespace, model: torch.nn.Module) -> None:
+    """A --save-* flag for outputs that no task of the model gives is a mistake, said before any work."""
+    wanted = (
+        ("--save-labels", args.save_labels, lambda task: task.image_keys),
+        ("--save-arrays", args.save_arrays, lambda task: task.array_keys),
+    )
+    for flag, asked, keys_of in wanted:
+        if asked and not any(keys_of(task) for task in model.tasks.values()):
+            givers = [name for name in TASKS.names() if keys_of(TASKS.get(name))]
+            raise ConfigError(
+                f"{flag} needs a model with a task that gives them (registered: {givers}); "
+                f"this one has {model.task_names}"
+            )
+
+
 def run(model: torch.nn.Module, args: argparse.Namespace, out: Path, device: torch.device) -> int:
     """Predict over the source and write every requested output; returns the number of images."""
     names = model.info.class_names
-    label_names = model.info.image_label_names
     results: list[dict] = []
     image_labels: dict[str, dict] = {}
     videos: dict[str, VideoWriter] = {}
@@ -126,7 +148,7 @@ def run(model: torch.nn.Module, args: argparse.Namespace, out: Path, device: tor
             summary = ", ".join(f"{n} {names[c]}" for c, n in enumerate(found) if n) or "nothing"
             print(f"{frame.path}{f' frame {frame.frame}' if frame.is_video else ''}: {summary}")
             if args.save_img:
-                drawn = draw_detections(frame.image, det, names)
+                drawn = draw_predictions(model, frame.image, predictions)
                 if frame.is_video:
                     writer = videos.get(frame.path)
                     if writer is None:
@@ -140,18 +162,13 @@ def run(model: torch.nn.Module, args: argparse.Namespace, out: Path, device: tor
                 (out / "labels").mkdir(exist_ok=True)
                 (out / "labels" / f"{frame.name}.txt").write_text("".join(f"{line}\n" for line in lines))
             if args.save_json:
-                results += coco_results(frame, det)
+                results += instance_records(model, frame, predictions)
             if args.save_labels:
-                jdc = predictions["jdc"]
-                scores = jdc["scores"].tolist()
-                image_labels[frame.name] = {
-                    "labels": [label_names[i] for i in jdc["labels"].tolist()],
-                    "scores": {label_names[i]: round(s, 5) for i, s in enumerate(scores)},
-                }
-            if args.save_embeddings:
-                (out / "embeddings").mkdir(exist_ok=True)
-                vectors = predictions["jde"]["embeddings"].numpy().astype(np.float32)
-                np.save(out / "embeddings" / f"{frame.name}.npy", vectors)
+                image_labels[frame.name] = image_fields(model, predictions)
+            if args.save_arrays:
+                for key, array in detection_arrays(model, predictions).items():
+                    (out / key).mkdir(exist_ok=True)
+                    np.save(out / key / f"{frame.name}.npy", array)
     finally:
         for writer in videos.values():
             writer.close()

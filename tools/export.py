@@ -4,8 +4,9 @@
     python tools/export.py --weights best.pt --img 640 640 --out best.onnx
 
 Outputs, in order: ``decoded`` (B, N, 5 + nc) xywh in input pixels with objectness and class scores, then
-per task ``jdc_scores`` (B, L) and ``jde_embeddings`` (B, N, D), L2-normalised and aligned row for row with
-``decoded`` (see unified/export/onnx.py). NMS is not in the graph: run
+each task's own (``Task.export_outputs``): ``jdc_scores`` (B, L), ``jde_embeddings`` (B, N, D),
+``segment_coefficients`` (B, N, P) with ``segment_protos`` (B, P, Hp, Wp), ``pose_keypoints`` (B, N, K, 3),
+the per-detection ones row for row with ``decoded`` (see unified/export/onnx.py). NMS is not in the graph: run
 ``unified.export.onnx.postprocess_decoded(decoded, conf, iou)`` (or any NMS, score = objectness ×
 class) on the output, then map boxes out of the letterbox with ``unified.ops.boxes.letterbox_to_original``.
 Class names, strides and the input size are stored in the ONNX metadata.

@@ -14,8 +14,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,7 +24,13 @@ from unified.data.kinds import LABEL_KINDS
 from unified.registry import Registry
 from unified.structures import DatasetInfo, FeatureShape
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 R = TypeVar("R")
+
+#: One image's predictions: every task's post-processed result for that image, keyed by task name.
+ImagePredictions = dict[str, dict[str, Any]]
 
 
 class Evaluator(ABC):
@@ -76,6 +83,10 @@ class Task(ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     #: Label kinds an image needs for this task's loss to cover it.
     label_kinds: ClassVar[tuple[str, ...]] = ()
+    #: Keys of :meth:`image_fields` (outputs about the whole image, e.g. labels with scores).
+    image_keys: ClassVar[tuple[str, ...]] = ()
+    #: Keys of :meth:`arrays` (per-detection arrays, e.g. embeddings).
+    array_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: TaskConfig, info: DatasetInfo, requirements: dict[str, Task]) -> None:
         self.cfg = cfg
@@ -122,6 +133,38 @@ class Task(ABC):
         """One number to rank checkpoints by (higher is better); default: the first metric reported."""
         return float(next(iter(metrics.values()), 0.0))
 
+    # What the tools show and write (defaults: nothing); ``predictions`` is one image's, of every task,
+    # in original-image pixels, as ``postprocess`` made them.
+
+    def draw(self, canvas: Image.Image, predictions: ImagePredictions) -> Image.Image:
+        """Draw this task's prediction on ``canvas`` (the original RGB image, drawn on by the tasks before
+        this one in the model's order) and return it; helpers are in :mod:`unified.drawing`."""
+        return canvas
+
+    def instance_fields(self, predictions: ImagePredictions) -> list[dict[str, Any]]:
+        """JSON fields per kept detection, row for row with ``detect``'s (COCO result names: ``bbox``,
+        ``segmentation``, ``keypoints`` ...), merged into one record per detection; ``[]`` for none."""
+        return []
+
+    def image_fields(self, predictions: ImagePredictions) -> dict[str, Any]:
+        """JSON values about the whole image under :attr:`image_keys`; ``{}`` for none."""
+        return {}
+
+    def arrays(self, predictions: ImagePredictions) -> dict[str, np.ndarray]:
+        """Per-detection arrays under :attr:`array_keys` (one row per kept detection); ``{}`` for none."""
+        return {}
+
+    def export_outputs(self, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Named ONNX graph outputs from the model's eval-mode ``outputs`` (every task's). Default: each
+        tensor of this task's output dict as ``{task}_{key}`` (lists per level: ``{task}_{key}_{level}``)."""
+        found: dict[str, torch.Tensor] = {}
+        for key, value in outputs[self.name].items():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for level, item in enumerate(items):
+                if isinstance(item, torch.Tensor):
+                    found[f"{self.name}_{key}" + (f"_{level}" if item is not value else "")] = item
+        return found
+
     def label_mask(self, batch: dict[str, Any]) -> torch.Tensor:
         """Images of the batch that carry every label kind this task needs (none, for a kind the batch
         does not hold at all)."""
@@ -134,7 +177,18 @@ class Task(ABC):
 
 
 #: The methods of the contract, checked against every registered task's signatures at build time.
-_CONTRACT = ("build_head", "loss", "postprocess", "make_evaluator", "fitness")
+_CONTRACT = (
+    "build_head",
+    "loss",
+    "postprocess",
+    "make_evaluator",
+    "fitness",
+    "draw",
+    "instance_fields",
+    "image_fields",
+    "arrays",
+    "export_outputs",
+)
 
 
 def _parameters(function: Callable[..., Any]) -> list[str]:
@@ -221,6 +275,7 @@ __all__ = [
     "DatasetInfo",
     "Evaluator",
     "FeatureShape",
+    "ImagePredictions",
     "StepContext",
     "TASKS",
     "Task",

@@ -262,7 +262,11 @@ def test_dataset_all_yaml_loads_masks_and_keypoints(tmp_path):
     all_path = path.parent / synthetic.ALL_YAML
     records, info = load_dataset_yaml(all_path, "train")
     assert set(info.label_kinds) == {"boxes", "identities", "image_labels", "masks", "keypoints"}
-    assert info.kind_options["keypoints"] == {"kpt_shape": [4, 3], "flip_idx": [0, 3, 2, 1]}
+    assert info.kind_options["keypoints"] == {
+        "kpt_shape": [4, 3],
+        "flip_idx": [0, 3, 2, 1],
+        "skeleton": [[0, 1], [1, 2], [2, 3], [3, 0]],
+    }
     coco = json.loads((path.parent / "shapes" / "train.json").read_text())
     stills = [r for r in records if r.part == "shapes"]
     assert len(stills) == 10 and sum(len(r.labels["boxes"].classes) for r in stills) == len(

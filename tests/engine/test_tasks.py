@@ -55,6 +55,41 @@ def test_task_contract(task, tiny_model_cfg, tiny_info):
             evaluator.update(predictions, batch)
         metrics = {name: e.compute() for name, e in evaluators.items()}
     assert all(isinstance(m, dict) and m for m in metrics.values())
+    check_presentation_contract(model, predictions, batch)
+
+
+def check_presentation_contract(model, predictions, batch) -> None:
+    """What the tools draw and write (``Task.draw``, ``instance_fields``, ``image_fields``, ``arrays``,
+    ``export_outputs``) holds for every task: rows match the detections, keys match the declared ones,
+    records are JSON, drawings keep the image size."""
+    import json
+
+    import numpy as np
+
+    from unified.export.onnx import ExportModule
+    from unified.inference import Frame, detection_arrays, draw_predictions, image_fields, instance_records
+
+    for i, meta in enumerate(batch["meta"]):
+        image = {name: per_image[i] for name, per_image in predictions.items()}
+        # A model without detect (the counting plugin) has no detections: no rows at all.
+        count = len(image["detect"]["scores"]) if "detect" in image else 0
+        for name, task in model.tasks.items():
+            rows = task.instance_fields(image)
+            assert rows == [] or len(rows) == count, name
+            assert set(task.image_fields(image)) == set(task.image_keys), name
+            arrays = task.arrays(image)
+            assert set(arrays) == set(task.array_keys), name
+            assert all(len(a) == count for a in arrays.values()), name
+        h, w = meta["orig_shape"]
+        frame = Frame(np.zeros((h, w, 3), np.uint8), f"image{i}.png", f"image{i}", i)
+        records = instance_records(model, frame, image)
+        assert len(records) == count and all(r["image_id"] == i for r in records)
+        json.dumps([records, image_fields(model, image)])
+        assert set(detection_arrays(model, image)) == {k for t in model.tasks.values() for k in t.array_keys}
+        assert draw_predictions(model, frame.image, image).size == (w, h)
+    named = ExportModule(model).named_outputs(batch["images"])
+    assert named and all(v.shape[0] == len(batch["images"]) for v in named.values())
+    assert ("decoded" in named) == ("detect" in model.tasks)
 
 
 def _tensors(value) -> list[torch.Tensor]:

@@ -52,7 +52,7 @@ def _predictions(masks: torch.Tensor) -> dict:
                 "classes": torch.tensor([0]),
             }
         ],
-        "segment": [{"masks": masks, "rles": encode_masks(masks)}],
+        "segment": [{"rles": encode_masks(masks)}],
     }
 
 
@@ -131,17 +131,29 @@ def test_predicted_masks_are_cut_to_their_box_and_mapped_to_the_original():
     assert coco_mask.area(rle) == 48 * 64 and rle["size"] == [64, 128]
 
 
-def test_postprocess_gives_a_mask_and_an_rle_per_detection():
-    model, _ = _segment()
+def test_postprocess_gives_an_rle_per_detection_in_chunks_like_all_at_once(monkeypatch):
+    model, task = _segment()
     model.eval()
     from unified.engine.evaluate import predict
 
     batch = _batch()
+    images = torch.rand(1, 3, 64, 64)
+    monkeypatch.setattr(type(task), "CHUNK", 2)  # several chunks even for a few detections
     with torch.no_grad():
-        predictions = predict(model, torch.rand(1, 3, 64, 64), batch["meta"])
-    k = len(predictions["detect"][0]["scores"])
-    assert predictions["segment"][0]["masks"].shape == (k, 64, 64)
-    assert len(predictions["segment"][0]["rles"]) == k
+        predictions = predict(model, images, batch["meta"])
+        outputs = model(images)
+    det = predictions["detect"][0]
+    k = len(det["scores"])
+    assert k > 2, "the biased tiny model should keep more detections than one chunk"
+    rles = predictions["segment"][0]["rles"]
+    assert len(rles) == k and all(rle["size"] == [64, 64] for rle in rles)
+    monkeypatch.setattr(type(task), "CHUNK", 10_000)
+    whole = task.assemble(
+        outputs["segment"]["decoded"][0, det["index"]].float(), outputs["segment"]["protos"][0].float(),
+        det["boxes_input"].float(), (64, 64), batch["meta"][0],
+    )  # fmt: skip
+    decoded = np.stack([coco_mask.decode(rle) for rle in rles]).astype(bool)
+    np.testing.assert_array_equal(decoded, whole.numpy())
 
 
 def test_no_masks_in_the_batch_gives_zero_with_a_gradient_path():

@@ -32,9 +32,10 @@ Every still-image object also carries an exact instance mask and keypoints in it
   would swap top and bottom, which no ``flip_idx`` expresses: train these keypoints without ``flipud``.)
 
 ``dataset.yaml`` declares the stills with ``boxes, image_labels`` only (what the demo trains on) and
-gives ``kinds: {keypoints: {kpt_shape: [4, 3], flip_idx: [0, 3, 2, 1]}}`` (OKS sigmas: the default
-``1/K`` each); ``dataset-all.yaml`` beside it is the same world with the stills declared as ``boxes,
-image_labels, masks, keypoints``: an experiment trains on it with ``data: <out>/dataset-all.yaml`` next
+gives ``kinds: {keypoints: {kpt_shape: [4, 3], flip_idx: [0, 3, 2, 1], skeleton: ...}}`` (OKS sigmas:
+the default ``1/K`` each; the skeleton joins the four points into the shape's outline when drawn);
+``dataset-all.yaml`` beside it is the same world with the stills declared as ``boxes, image_labels,
+masks, keypoints``: an experiment trains on it with ``data: <out>/dataset-all.yaml`` next
 to its ``synthetic:`` section (the section generates the world, ``data`` picks the file).
 
 Video sequences hold identities that move smoothly (velocity with noise), enter and leave the frame and
@@ -640,8 +641,14 @@ def _dataset_yaml(cfg: SyntheticConfig, still_kinds: tuple[str, ...] = STILL_KIN
         "names": list(CLASS_NAMES),
         "scene_labels": list(SCENE_LABELS),
         "parts": parts,
-        # Sigmas: the default 1/K each (these are not COCO persons).
-        "kinds": {"keypoints": {"kpt_shape": [len(KEYPOINT_NAMES), 3], "flip_idx": list(FLIP_IDX)}},
+        # Sigmas: the default 1/K each (these are not COCO persons); drawn as the outline top-right-bottom-left.
+        "kinds": {
+            "keypoints": {
+                "kpt_shape": [len(KEYPOINT_NAMES), 3],
+                "flip_idx": list(FLIP_IDX),
+                "skeleton": [[0, 1], [1, 2], [2, 3], [3, 0]],
+            }
+        },
     }
     header = f"# unified synthetic world (format {FORMAT_VERSION}); generator parameters in {MANIFEST}\n"
     return header + yaml.safe_dump(body, sort_keys=False, default_flow_style=None)

@@ -212,14 +212,30 @@ def _nan_if_undefined(value: float) -> float:
     return float("nan") if value < 0 else float(value)
 
 
+@dataclass
+class CocoStats:
+    """What :func:`coco_stats` measured.
+
+    Attributes:
+        stats: ``COCOeval.stats`` (``nan`` where pycocotools reports ``-1``): AP, AP50, AP75, ...
+        recall: ``(R,)`` the recall thresholds of the curves.
+        precision50: ``(R, K)`` precision at IoU (or OKS) 0.5 per recall threshold and category, over all
+            areas at the largest detection count (``nan`` for a category without ground truth).
+    """
+
+    stats: list[float]
+    recall: np.ndarray
+    precision50: np.ndarray
+
+
 def coco_stats(
     ground_truth: dict[str, Any],
     results: list[dict[str, Any]],
     iou_type: Literal["bbox", "segm", "keypoints"],
     kpt_oks_sigmas: Sequence[float] | None = None,
-) -> list[float]:
-    """``COCOeval.stats`` of ``results`` against an in-memory ground-truth dataset, quietly, with
-    pycocotools' ``-1`` ("nothing to measure") as ``nan``. Both inputs are copied (pycocotools edits them).
+) -> CocoStats:
+    """``COCOeval`` of ``results`` against an in-memory ground-truth dataset, quietly, with pycocotools'
+    ``-1`` ("nothing to measure") as ``nan``. Both inputs are copied (pycocotools edits them).
 
     Args:
         ground_truth: A COCO dataset dict (``images``, ``annotations``, ``categories``).
@@ -235,7 +251,15 @@ def coco_stats(
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
-    return [_nan_if_undefined(value) for value in evaluation.stats]
+    # precision: [T thresholds, R recall thresholds, K categories, A area ranges, M max-dets]; -1: no GT.
+    at50 = int(np.argmin(np.abs(evaluation.params.iouThrs - 0.5)))
+    precision = evaluation.eval["precision"][at50, :, :, 0, -1].astype(np.float64)
+    precision[precision < 0] = np.nan
+    return CocoStats(
+        [_nan_if_undefined(value) for value in evaluation.stats],
+        np.asarray(evaluation.params.recThrs, dtype=np.float64),
+        precision,
+    )
 
 
 def _mean_defined(values: np.ndarray) -> float:
@@ -300,6 +324,7 @@ __all__ = [
     "COCO_METRIC_NAMES",
     "CocoDetectionEvaluator",
     "CocoResult",
+    "CocoStats",
     "coco_from_dataset",
     "evaluate_coco",
 ]

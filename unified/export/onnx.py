@@ -4,12 +4,16 @@ Graph outputs, in order (batch dimension dynamic; the spatial size is fixed at e
 
 1. ``decoded`` ``(B, N, 5 + nc)``: the detection head's decoded rows (xywh in input pixels, objectness and
    class scores after the sigmoid), ordered level, anchor, grid row, grid column, as in PyTorch.
-2. One or more outputs per other task, in the model's task order, from :data:`EXPORT_OUTPUTS`:
+2. Each other task's outputs, in the model's task order, as its ``Task.export_outputs`` names them:
 
    * ``jdc``: ``jdc_scores`` ``(B, L)``, the image-label probabilities (labels: ``image_label_names``);
    * ``jde``: ``jde_embeddings`` ``(B, N, D)``, the L2-normalised identity embedding of every ``decoded``
      row (row ``k`` of both belongs to the same level, anchor and cell): after NMS, gather the kept rows;
-   * a task without an entry: every tensor of its eval-mode output dict, named ``{task}_{key}`` (lists
+   * ``segment``: ``segment_coefficients`` ``(B, N, P)`` row for row with ``decoded`` and
+     ``segment_protos`` ``(B, P, Hp, Wp)``: a kept row's mask is ``sigmoid(coefficients @ protos)``,
+     upsampled to the input and cropped to its box (``SegmentTask.assemble`` does it);
+   * ``pose``: ``pose_keypoints`` ``(B, N, K, 3)``, ``x, y`` in input pixels and visibility probability;
+   * a task that does not say: every tensor of its eval-mode output dict, named ``{task}_{key}`` (lists
      per level, ``{task}_{key}_{level}``).
 
 3. With ``raw=True``: ``raw_{l}`` ``(B, na, ny, nx, 5 + nc)``, the detection logits per level (debugging).
@@ -28,57 +32,15 @@ from __future__ import annotations
 import importlib
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unified.inference.sources import MissingDependencyError
-from unified.registry import Registry
-
-#: Task name -> function ``(model, outputs) -> {output name: tensor}`` giving that task's graph outputs.
-EXPORT_OUTPUTS: Registry[Callable[[nn.Module, dict[str, Any]], dict[str, torch.Tensor]]] = Registry(
-    "ONNX export output"
-)
-
-
-@EXPORT_OUTPUTS.register("detect")
-def detect_outputs(model: nn.Module, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return {"decoded": outputs["detect"]["decoded"]}
-
-
-@EXPORT_OUTPUTS.register("jdc")
-def jdc_outputs(model: nn.Module, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return {"jdc_scores": outputs["jdc"]["scores"]}
-
-
-@EXPORT_OUTPUTS.register("jde")
-def jde_outputs(model: nn.Module, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Per-cell embedding maps repeated over the anchors, so that row ``k`` matches ``decoded`` row ``k``."""
-    na = int(model.heads["detect"].na)
-    rows = []
-    for emb in outputs["jde"]["embeddings"]:
-        b, d, ny, nx = emb.shape
-        cells = emb.permute(0, 2, 3, 1).reshape(b, 1, ny * nx, d)
-        rows.append(cells.expand(b, na, ny * nx, d).reshape(b, na * ny * nx, d))
-    return {"jde_embeddings": F.normalize(torch.cat(rows, dim=1), dim=-1)}
-
-
-def generic_outputs(name: str, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Every tensor of a task's eval outputs, for tasks without an :data:`EXPORT_OUTPUTS` entry."""
-    found: dict[str, torch.Tensor] = {}
-    for key, value in outputs[name].items():
-        if isinstance(value, torch.Tensor):
-            found[f"{name}_{key}"] = value
-        elif isinstance(value, (list, tuple)):
-            for level, item in enumerate(value):
-                if isinstance(item, torch.Tensor):
-                    found[f"{name}_{key}_{level}"] = item
-    return found
 
 
 class ExportModule(nn.Module):
@@ -101,11 +63,12 @@ class ExportModule(nn.Module):
     def named_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = self.model(images)
         named: dict[str, torch.Tensor] = {}
-        for name in self.model.task_names:
-            if name in EXPORT_OUTPUTS:
-                named.update(EXPORT_OUTPUTS.get(name)(self.model, outputs))
-            else:
-                named.update(generic_outputs(name, outputs))
+        for name, task in self.model.tasks.items():
+            given = task.export_outputs(outputs)
+            clash = sorted(set(given) & set(named))
+            if clash:
+                raise ValueError(f"task {name!r} names ONNX outputs {clash} that an earlier task gave")
+            named.update(given)
         if self.raw:
             named.update({f"raw_{level}": r for level, r in enumerate(outputs["detect"]["raw"])})
         return named
@@ -285,12 +248,10 @@ def postprocess_decoded(
 
 
 __all__ = [
-    "EXPORT_OUTPUTS",
     "CheckReport",
     "ExportModule",
     "check_onnx",
     "export_onnx",
-    "generic_outputs",
     "postprocess_decoded",
     "simplify_onnx",
 ]

@@ -4,7 +4,8 @@
   folders, globs, videos with PyAV, image sequences).
 * :mod:`unified.inference.predict`: letterbox preprocessing and batched prediction through every task's
   ``postprocess``.
-* :mod:`unified.inference.writers`: drawn detections, YOLO txt rows, COCO result records, videos, JSON.
+* :mod:`unified.inference.writers`: drawn predictions, YOLO txt rows, COCO result records of every task,
+  videos, JSON.
 * :mod:`unified.inference.tracking`: model-mode tracking (detections and ``jde`` embeddings feed the tracker).
 
 These serve the deployment tools ``tools/detect.py`` and ``tools/track.py``.
@@ -25,9 +26,10 @@ from unified.inference.sources import (
 from unified.inference.tracking import track_source
 from unified.inference.writers import (
     VideoWriter,
-    coco_results,
-    color,
-    draw_detections,
+    detection_arrays,
+    draw_predictions,
+    image_fields,
+    instance_records,
     write_json,
     yolo_lines,
 )
@@ -40,9 +42,10 @@ __all__ = [
     "SourceError",
     "VideoWriter",
     "batches",
-    "coco_results",
-    "color",
-    "draw_detections",
+    "detection_arrays",
+    "draw_predictions",
+    "image_fields",
+    "instance_records",
     "iter_frames",
     "predict_frames",
     "prepare",

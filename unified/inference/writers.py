@@ -1,4 +1,7 @@
-"""Inference outputs: drawn detections, YOLO txt rows, COCO result records, videos and JSON files.
+"""Inference outputs: drawn predictions, YOLO txt rows, COCO result records, videos and JSON files.
+
+What each task draws and writes comes from its ``Task.draw`` / ``instance_fields`` / ``image_fields`` /
+``arrays``; nothing here names a task but ``detect``'s boxes for the YOLO txt rows.
 
 Video is written with PyAV (``pip install av``); without it
 :class:`~unified.inference.sources.MissingDependencyError` says so.
@@ -12,33 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from unified.inference.sources import Frame, _require_av
+from unified.task import ImagePredictions
 
 
-def color(class_id: int) -> tuple[int, int, int]:
-    """A distinct, stable colour per class."""
-    rng = np.random.default_rng(class_id * 7919 + 17)
-    return tuple(int(v) for v in rng.integers(40, 256, 3))  # type: ignore[return-value]
-
-
-def draw_detections(image: np.ndarray, detections: dict[str, Any], class_names: Sequence[str]) -> Image.Image:
-    """The image with one labelled rectangle per detection."""
-    canvas = Image.fromarray(image)
-    draw = ImageDraw.Draw(canvas)
-    width = max(1, round(max(canvas.size) / 400))
-    for box, score, cls in zip(
-        detections["boxes"].tolist(), detections["scores"].tolist(), detections["classes"].tolist()
-    ):
-        rgb = color(int(cls))
-        name = class_names[int(cls)] if int(cls) < len(class_names) else str(int(cls))
-        draw.rectangle(box, outline=rgb, width=width)
-        label = f"{name} {score:.2f}"
-        left, top = box[0], max(0.0, box[1] - 11)
-        text_box = draw.textbbox((left, top), label)
-        draw.rectangle(text_box, fill=rgb)
-        draw.text((left, top), label, fill=(0, 0, 0))
+def draw_predictions(model: Any, image: np.ndarray, predictions: ImagePredictions) -> Image.Image:
+    """The RGB ``image`` with every task's prediction drawn on it, in the model's task order (``Task.draw``:
+    boxes, then what builds on them)."""
+    canvas = Image.fromarray(np.ascontiguousarray(image))
+    for task in model.tasks.values():
+        canvas = task.draw(canvas, predictions)
     return canvas
 
 
@@ -56,23 +44,42 @@ def yolo_lines(detections: dict[str, Any], orig_shape: Sequence[int], with_conf:
     return lines
 
 
-def coco_results(frame: Frame, detections: dict[str, Any]) -> list[dict[str, Any]]:
-    """COCO-style result records (``bbox`` is ``[x, y, w, h]`` in original pixels, class index as category)."""
-    records = []
-    for box, score, cls in zip(
-        detections["boxes"].tolist(), detections["scores"].tolist(), detections["classes"].tolist()
-    ):
-        x1, y1, x2, y2 = box
-        records.append(
-            {
-                "image_id": frame.index,
-                "file_name": Path(frame.path).name if not frame.is_video else f"{frame.name}",
-                "category_id": int(cls),
-                "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
-                "score": round(float(score), 5),
-            }
-        )
+def instance_records(model: Any, frame: Frame, predictions: ImagePredictions) -> list[dict[str, Any]]:
+    """COCO-style result records, one per kept detection: ``image_id`` and ``file_name`` of the frame, then
+    every task's ``instance_fields`` for that detection (``category_id``, ``bbox``, ``score`` from
+    ``detect``; ``segmentation``, ``keypoints`` ... from the tasks that give them).
+
+    Raises:
+        ValueError: if a task gives a different number of rows than the detections.
+    """
+    fields = {name: task.instance_fields(predictions) for name, task in model.tasks.items()}
+    count = max((len(rows) for rows in fields.values()), default=0)
+    records = [
+        {"image_id": frame.index, "file_name": frame.name if frame.is_video else Path(frame.path).name}
+        for _ in range(count)
+    ]
+    for name, rows in fields.items():
+        if rows and len(rows) != count:
+            raise ValueError(f"task {name!r} gave {len(rows)} instance rows for {count} detections")
+        for record, row in zip(records, rows):
+            record.update(row)
     return records
+
+
+def image_fields(model: Any, predictions: ImagePredictions) -> dict[str, Any]:
+    """Every task's outputs about the whole image (``Task.image_fields``), merged."""
+    merged: dict[str, Any] = {}
+    for task in model.tasks.values():
+        merged.update(task.image_fields(predictions))
+    return merged
+
+
+def detection_arrays(model: Any, predictions: ImagePredictions) -> dict[str, np.ndarray]:
+    """Every task's per-detection arrays (``Task.arrays``), merged."""
+    merged: dict[str, np.ndarray] = {}
+    for task in model.tasks.values():
+        merged.update(task.arrays(predictions))
+    return merged
 
 
 class VideoWriter:
@@ -112,4 +119,12 @@ def write_json(path: str | Path, data: Any) -> Path:
     return path
 
 
-__all__ = ["VideoWriter", "coco_results", "color", "draw_detections", "write_json", "yolo_lines"]
+__all__ = [
+    "VideoWriter",
+    "detection_arrays",
+    "draw_predictions",
+    "image_fields",
+    "instance_records",
+    "write_json",
+    "yolo_lines",
+]
