@@ -93,7 +93,12 @@ def test_random_batch_follows_the_batch_contract():
     assert targets.shape == (20, 6) and batch["identities"].shape == (20,)
     assert torch.equal(targets[:, 0], torch.arange(4).repeat_interleave(5).float())
     assert ((targets[:, 2:6] > 0) & (targets[:, 2:6] < 1)).all()
-    assert len(set(batch["identities"].tolist())) == 20  # distinct identities
+    for i in range(4):  # distinct identities within an image (the kind's example leaves one without)
+        ids = batch["identities"][targets[:, 0] == i].tolist()
+        assert len(set(ids)) == 5 and ids.count(-1) == 1
+    # Every kind the registered tasks read is in the batch, per-instance ones row for row with the boxes.
+    assert set(info.label_kinds) <= set(batch) and set(batch["label_mask"]) == set(info.label_kinds)
+    assert batch["masks"].shape[0] == 20 and batch["keypoints"].shape == (20, 17, 3)
     # Image labels are the classes present in each image.
     for i in range(4):
         classes = set(targets[targets[:, 0] == i, 1].long().tolist())

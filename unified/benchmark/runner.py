@@ -105,13 +105,14 @@ def run_benchmark(
     # 1, 3, 4: training steps ----------------------------------------------------------------------------
     log("training step: paper protocol")
     paper_cfg = w.experiment(model=profile.paper_model, batch=profile.paper_batch, size=profile.paper_size)
+    every_task = w.all_tasks()
     paper = m.train_group(
         "paper",
         paper_cfg,
-        w.coco_like_info(),
+        w.coco_like_info(tasks=every_task),
         device,
         profile,
-        (["detect"], ["detect", "jdc", "jde"]),
+        (["detect"], every_task),
         official_repo,
     )
     log("training step: demo")
@@ -125,7 +126,7 @@ def run_benchmark(
     demo = m.train_group("demo", demo_cfg, w.demo_info(), device, profile, (demo_tasks, ["detect"]))
     groups = {"paper": paper, "demo": demo}
     result["workloads"] = {name: g.description for name, g in groups.items()}
-    _training_results(result, groups, demo_tasks, mixed_name if mixed is not None else None)
+    _training_results(result, groups, demo_tasks, every_task, mixed_name if mixed is not None else None)
 
     log("matrix-product reference")
     peaks = {"fp32": m.matmul_gflops(torch.float32, profile.matmul_size, device)}
@@ -184,7 +185,11 @@ def run_benchmark(
 
 
 def _training_results(
-    result: dict[str, Any], groups: dict[str, m.TrainGroup], demo_tasks: list[str], mixed_name: str | None
+    result: dict[str, Any],
+    groups: dict[str, m.TrainGroup],
+    demo_tasks: list[str],
+    paper_tasks: list[str],
+    mixed_name: str | None,
 ) -> None:
     """Training images/s (default, fp32, mixed precision), the speed-up over the official code, the
     multi-task overhead; ``mixed_name`` is ``None`` where the device has no mixed precision."""
@@ -205,7 +210,7 @@ def _training_results(
         "paper": paper.timings.ratio("other_tasks", "ours"),
         "demo": demo.timings.ratio("ours", "other_tasks") if len(demo_tasks) > 1 else 1.0,
     }
-    result["multitask_tasks"] = {"paper": ["detect", "jdc", "jde"], "demo": demo_tasks}
+    result["multitask_tasks"] = {"paper": paper_tasks, "demo": demo_tasks}
 
 
 def _flops_results(
@@ -414,12 +419,13 @@ def markdown_table(result: dict[str, Any]) -> str:
             "≤ 1.01",
         )
     )
-    mt = r["multitask_overhead"]
+    mt, tasks = r["multitask_overhead"], r["multitask_tasks"]
     rows.append(
         (
-            "Multi-task overhead (detect+jdc+jde ÷ detect, training step)",
-            f"demo {mt['demo']:.3f}, {p['model']} {mt['paper']:.3f}",
-            "≤ 1.15",
+            "Multi-task overhead (training step ÷ detect alone)",
+            f"demo ({'+'.join(tasks['demo'])}) {mt['demo']:.3f}, "
+            f"{p['model']} ({'+'.join(tasks['paper'])}) {mt['paper']:.3f}",
+            "demo ≤ 1.15, all tasks ≤ 1.3",
         )
     )
     u = r["flops_utilization"]

@@ -13,19 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from unified.data.dataset import batch_to_device
+from unified.data.dataset import batch_to_device, collate
+from unified.data.kinds import INSTANCE_KIND, LABEL_KINDS, kind_order, label_kind
+from unified.data.kinds.boxes import Boxes
 from unified.engine.balancers import build_balancer
 from unified.engine.experiment import ExperimentConfig, load_experiment
 from unified.engine.trainer import Trainer, autocast_context, resolve_precision
 from unified.model import UnifiedModel, build_model
-from unified.task import DatasetInfo, resolve_tasks
-
-#: The kinds of label the random batches carry (those the built-in tasks read).
-BUILTIN_KINDS = ("boxes", "identities", "image_labels")
+from unified.task import TASKS, DatasetInfo, resolve_tasks
 
 REPO = Path(__file__).resolve().parents[2]
 #: The demo experiment: its model, tasks, image size and batch are the demo workload.
@@ -39,17 +39,50 @@ def repo_path(path: str | Path) -> Path:
     return p if p.exists() or p.is_absolute() else REPO / p
 
 
-def coco_like_info(nc: int = 80, num_identities: int = 500) -> DatasetInfo:
-    """Dataset info for random batches: ``nc`` classes (also the image labels) and identities for ``jde``."""
+#: Dataset options of the paper workload's kinds: COCO's 17 person keypoints (the heaviest common pose
+#: head), for the ``pose`` task of the all-tasks row.
+COCO_KIND_OPTIONS: dict[str, dict[str, Any]] = {
+    "keypoints": {
+        "kpt_shape": [17, 3],
+        "flip_idx": [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15],
+    }
+}
+
+
+def all_tasks() -> list[str]:
+    """Every registered task (the built-in ones and those of installed plugins): the multi-task row."""
+    return TASKS.names()
+
+
+def task_kinds(tasks: Sequence[str]) -> tuple[str, ...]:
+    """The kinds of label ``tasks`` (and the tasks they build on) read, with the kinds those require,
+    in :func:`kind_order`."""
+    kinds: set[str] = set()
+    for name in resolve_tasks(list(tasks)):
+        kinds.update(TASKS.get(name).label_kinds)
+    for name in list(kinds):
+        kinds.update(LABEL_KINDS.get(name).requires)
+    return tuple(kind_order(kinds))
+
+
+def coco_like_info(
+    nc: int = 80, num_identities: int = 500, tasks: Sequence[str] | None = None
+) -> DatasetInfo:
+    """Dataset info for random batches: ``nc`` classes (also the image labels), identities for ``jde``,
+    and the kinds of label of ``tasks`` (default: every registered task's)."""
     names = [f"class{i}" for i in range(nc)]
-    return DatasetInfo(names, list(names), num_identities, BUILTIN_KINDS)
+    kinds = task_kinds(tasks or all_tasks())
+    options = {k: v for k, v in COCO_KIND_OPTIONS.items() if k in kinds}
+    return DatasetInfo(names, list(names), num_identities, kinds, kind_options=options)
 
 
 def demo_info(num_identities: int = 32) -> DatasetInfo:
-    """The synthetic world's classes and scene labels (the demo's heads), with ``num_identities`` identities."""
+    """The synthetic world's classes and scene labels (the demo's heads), with ``num_identities`` identities
+    and the kinds of label of the demo's tasks."""
     from unified.data.synthetic import CLASS_NAMES, SCENE_LABELS
 
-    return DatasetInfo(list(CLASS_NAMES), [*CLASS_NAMES, *SCENE_LABELS], num_identities, BUILTIN_KINDS)
+    kinds = task_kinds(load_experiment(DEMO_EXPERIMENT).tasks)
+    return DatasetInfo(list(CLASS_NAMES), [*CLASS_NAMES, *SCENE_LABELS], num_identities, kinds)
 
 
 def random_batch(
@@ -59,36 +92,40 @@ def random_batch(
     boxes_per_image: int = 5,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """A batch in the contract of ``docs/ARCHITECTURE.md``: uniform noise images and random boxes.
+    """A batch in the contract of ``docs/ARCHITECTURE.md``, made as the data pipeline makes one: noise
+    images, ``boxes_per_image`` random boxes each, and every other kind of ``info.label_kinds`` from its
+    kind's ``example`` (masks, keypoints, identities, image labels ...), through each kind's ``to_sample``
+    and ``collate``.
 
-    Every image carries every label kind (boxes with distinct identities, image labels), so every enabled
-    task computes its full loss: the worst case for multi-task cost.
+    Every image carries every kind, so every enabled task computes its full loss: the worst case for
+    multi-task cost.
     """
     g = torch.Generator().manual_seed(seed)
-    n = batch * boxes_per_image
-    centre = torch.rand(n, 2, generator=g) * 0.6 + 0.2
-    wh = torch.rand(n, 2, generator=g) * 0.3 + 0.05
-    image = torch.arange(batch).repeat_interleave(boxes_per_image).float()
-    cls = torch.randint(0, info.nc, (n,), generator=g).float()
-    identity = (
-        torch.randperm(info.num_identities, generator=g)[:n].float()
-        if info.num_identities >= n
-        else torch.randint(0, max(info.num_identities, 1), (n,), generator=g).float()
-    )
-    boxes = torch.cat((image[:, None], cls[:, None], centre, wh), dim=1)
-    labels = torch.zeros(batch, len(info.image_label_names))
-    labels[image.long(), cls.long()] = 1.0
-    return {
-        "images": torch.rand(batch, 3, size, size, generator=g),
-        "boxes": boxes,
-        "identities": identity.long(),
-        "image_labels": labels,
-        "label_mask": {kind: torch.ones(batch, dtype=torch.bool) for kind in BUILTIN_KINDS},
-        "meta": [
-            {"image_id": i, "path": f"random{i}", "orig_shape": (size, size), "ratio": 1.0, "pad": (0, 0)}
-            for i in range(batch)
-        ],
-    }
+    rng = np.random.default_rng(seed)
+    centre = torch.rand(batch, boxes_per_image, 2, generator=g) * 0.6 + 0.2
+    wh = torch.rand(batch, boxes_per_image, 2, generator=g) * 0.3 + 0.05
+    classes = torch.randint(0, info.nc, (batch, boxes_per_image), generator=g)
+    images = torch.rand(batch, 3, size, size, generator=g)
+    samples = []
+    for i in range(batch):
+        xyxy = torch.cat((centre[i] - wh[i] / 2, centre[i] + wh[i] / 2), 1) * size
+        labels: dict[str, Any] = {INSTANCE_KIND: Boxes(xyxy.numpy().astype(np.float32), classes[i].numpy())}
+        for name in kind_order(info.label_kinds):
+            if name != INSTANCE_KIND:
+                labels[name] = label_kind(name).example(labels, (size, size), info, rng)
+        samples.append(
+            {
+                "image": images[i],
+                "labels": {
+                    name: label_kind(name).to_sample(value, boxes_per_image, (size, size), info)
+                    for name, value in labels.items()
+                },
+                "label_mask": dict.fromkeys(labels, True),
+                "meta": {"image_id": i, "path": f"random{i}", "orig_shape": (size, size), "ratio": 1.0,
+                         "pad": (0, 0)},
+            }
+        )  # fmt: skip
+    return collate(samples)
 
 
 def experiment(
@@ -291,9 +328,12 @@ __all__ = [
     "build_model_for_inference",
     "build_train_workload",
     "compiled_inference",
+    "COCO_KIND_OPTIONS",
+    "all_tasks",
     "coco_like_info",
     "demo_experiment",
     "demo_info",
     "experiment",
     "random_batch",
+    "task_kinds",
 ]
