@@ -113,6 +113,7 @@ class JDCTask(Task):
     config_class = JDCConfig
     requires = ("detect",)
     label_kinds = ("image_labels",)
+    draw_layer = 2
     image_keys = ("labels", "scores")
     cfg: JDCConfig
 

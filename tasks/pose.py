@@ -661,6 +661,7 @@ class PoseTask(Task):
     config_class = PoseConfig
     requires = ("detect",)
     label_kinds = ("keypoints",)
+    draw_layer = 1
     cfg: PoseConfig
 
     def __init__(self, cfg: PoseConfig, info: DatasetInfo, requirements: dict[str, Task]) -> None:

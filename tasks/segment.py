@@ -860,6 +860,7 @@ class SegmentTask(Task):
     config_class = SegmentConfig
     requires = ("detect",)
     label_kinds = ("masks",)
+    draw_layer = -1
     cfg: SegmentConfig
 
     #: Detections whose masks are assembled at once in post-processing (bounds the memory).

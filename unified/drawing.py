@@ -1,7 +1,7 @@
 """Drawing primitives the tasks use to show their predictions on an image (``Task.draw``).
 
-Everything draws on a PIL RGB image in original-image pixels; the tools call each task's ``draw`` in the
-model's task order, so boxes come first and what builds on them (masks, keypoints) goes over them.
+Everything draws on a PIL RGB image in original-image pixels; the tools call each task's ``draw`` by its
+``draw_layer`` (regions such as masks, then boxes, then points, then text), ties in the model's order.
 """
 
 from __future__ import annotations
@@ -13,9 +13,13 @@ from PIL import Image, ImageDraw
 
 
 def color(index: int) -> tuple[int, int, int]:
-    """A distinct, stable colour per index (class, keypoint, identity)."""
-    rng = np.random.default_rng(index * 7919 + 17)
-    return tuple(int(v) for v in rng.integers(40, 256, 3))  # type: ignore[return-value]
+    """A distinct, stable colour per index (class, keypoint, identity): matplotlib's ``tab20`` palette,
+    strong shades first, so neighbouring indices never look alike."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab20"].colors
+    r, g, b = palette[(index * 2) % 20 + (index // 10) % 2]
+    return round(r * 255), round(g * 255), round(b * 255)
 
 
 def line_width(canvas: Image.Image) -> int:

@@ -87,6 +87,9 @@ class Task(ABC):
     image_keys: ClassVar[tuple[str, ...]] = ()
     #: Keys of :meth:`arrays` (per-detection arrays, e.g. embeddings).
     array_keys: ClassVar[tuple[str, ...]] = ()
+    #: When :meth:`draw` runs, lowest first (ties in the model's order): regions (masks) -1, boxes 0,
+    #: points 1, text 2, so that nothing hides what is drawn before it.
+    draw_layer: ClassVar[int] = 0
 
     def __init__(self, cfg: TaskConfig, info: DatasetInfo, requirements: dict[str, Task]) -> None:
         self.cfg = cfg
@@ -137,8 +140,8 @@ class Task(ABC):
     # in original-image pixels, as ``postprocess`` made them.
 
     def draw(self, canvas: Image.Image, predictions: ImagePredictions) -> Image.Image:
-        """Draw this task's prediction on ``canvas`` (the original RGB image, drawn on by the tasks before
-        this one in the model's order) and return it; helpers are in :mod:`unified.drawing`."""
+        """Draw this task's prediction on ``canvas`` (the original RGB image, drawn on by the tasks of lower
+        :attr:`draw_layer`) and return it; helpers are in :mod:`unified.drawing`."""
         return canvas
 
     def instance_fields(self, predictions: ImagePredictions) -> list[dict[str, Any]]:

@@ -66,7 +66,7 @@ def test_detect_tool_writes_and_draws_masks_and_keypoints(tmp_path: Path, checkp
             assert ((0 <= points[:, 2]) & (points[:, 2] <= 1)).all()
 
 
-def test_masks_are_drawn_over_the_boxes(tmp_path: Path, checkpoint: Path) -> None:
+def test_masks_are_drawn_where_they_are(tmp_path: Path, checkpoint: Path) -> None:
     model = unified.load(checkpoint).for_inference(fuse=False)
     model.tasks["segment"].cfg.mask_threshold = 0.01  # untrained: make the masks cover their boxes
     write_images(tmp_path / "in")

@@ -22,10 +22,10 @@ from unified.task import ImagePredictions
 
 
 def draw_predictions(model: Any, image: np.ndarray, predictions: ImagePredictions) -> Image.Image:
-    """The RGB ``image`` with every task's prediction drawn on it, in the model's task order (``Task.draw``:
-    boxes, then what builds on them)."""
+    """The RGB ``image`` with every task's prediction drawn on it (``Task.draw``), by ``Task.draw_layer``:
+    masks, then boxes, then keypoints, then image-level text; ties in the model's task order."""
     canvas = Image.fromarray(np.ascontiguousarray(image))
-    for task in model.tasks.values():
+    for task in sorted(model.tasks.values(), key=lambda t: t.draw_layer):  # sorted() is stable
         canvas = task.draw(canvas, predictions)
     return canvas
 
