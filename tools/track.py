@@ -7,7 +7,8 @@
 Detection mode tracks a MOTChallenge detection file (``frame,-1,x,y,w,h,conf,...``; columns after the
 10th, if any, are per-detection embeddings) with the tracker alone and writes
 ``frame,id,x,y,w,h,conf,-1,-1,-1`` rows. ``key=value`` arguments override tracker settings
-(``TrackerConfig``), e.g. ``high_thresh=0.4 lost_buffer=60``.
+(``TrackerConfig``), e.g. ``high_thresh=0.4 lost_buffer=60``. Frames are whole numbers from 1 to
+2,147,483,647; the time taken follows the rows of the file, not its largest frame number.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     write_mot_results(args.out, results)
     tracks = {t.track_id for _, active in results for t in active}
     rows = sum(len(active) for _, active in results)
-    print(f"{args.detections}: {len(results)} frames, {len(tracks)} tracks, {rows} rows -> {args.out}")
+    # Empty frames after the last track is gone are skipped, not yielded: the sequence runs to the last frame.
+    length = frames[-1].frame if frames else 0
+    print(f"{args.detections}: {length} frames, {len(tracks)} tracks, {rows} rows -> {args.out}")
     return 0
 
 

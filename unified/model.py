@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from unified.checkpoint import CheckpointError, load_safe, require_format
-from unified.config import ConfigError, to_dict
+from unified.config import ConfigError, from_dict, to_dict
 from unified.implicit import ImplicitBank
 from unified.models import Body, fuse_model, load_model_config
 from unified.registry import import_plugins, plugin_module
@@ -160,6 +160,10 @@ def model_meta(
     }
 
 
+#: What ``load`` reads from every unified checkpoint (training, converted or hand-made).
+_MODEL_KEYS = ("model_config", "tasks", "dataset_info", "model")
+
+
 def load(
     path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True, plugins: Sequence[str] = ()
 ) -> UnifiedModel:
@@ -171,28 +175,101 @@ def load(
             pass the ones you trust.
 
     Raises:
-        CheckpointError: if the file is not a safe unified checkpoint, or it needs plugins not given.
+        CheckpointError: one line naming the file: it is not a safe unified checkpoint, needs plugins not
+            given, lacks a key or holds one of the wrong type, describes a model that cannot be built, or
+            holds weights that do not fit that model.
     """
     ckpt = load_safe(path)
-    require_format(ckpt, path)
+    require_format(ckpt, path, keys=_MODEL_KEYS)
     # An old path of a built-in task module (tasks.detect: now unified.tasks.detect) is no plugin to ask for.
-    needed = [p for p in ckpt.get("plugins", []) if p not in plugins and plugin_module(p) == p]
+    stored_plugins = _stored(ckpt, path, "plugins", list, required=False) or []
+    if not all(isinstance(p, str) for p in stored_plugins):
+        raise CheckpointError(f"{path}: 'plugins' must be a list of module names, got {stored_plugins!r}")
+    needed = [p for p in stored_plugins if p not in plugins and plugin_module(p) == p]
     if needed:
         raise CheckpointError(
             f"{path} was trained with task plugins {needed}; a checkpoint cannot make us import code, so pass "
             f"them yourself if you trust them (unified.load(..., plugins={needed}))"
         )
-    info_data = dict(ckpt["dataset_info"])
-    info_data["label_kinds"] = tuple(info_data.get("label_kinds", ("boxes",)))
-    info = DatasetInfo(**info_data)
-    model = build_model(
-        ckpt["model_config"],
-        tasks=ckpt["tasks"],
-        info=info,
-        task_options=ckpt.get("task_options"),
-        implicit_share=ckpt.get("implicit_share"),
-        plugins=plugins,
-    )
-    state = ckpt["ema"]["model"] if use_ema and ckpt.get("ema") else ckpt["model"]
-    model.load_state_dict(state)
+    model = _stored_model(ckpt, path, plugins)
+    _load_weights(model, *_stored_weights(ckpt, path, use_ema), path)
     return model.to(device).eval()
+
+
+def _stored(ckpt: Mapping[str, Any], path: str | Path, key: str, kind: type, required: bool = True) -> Any:
+    """``ckpt[key]`` if it is a ``kind``; ``None`` when it is absent or ``None`` and not ``required``.
+
+    Raises:
+        CheckpointError: one line naming the file and key.
+    """
+    value = ckpt.get(key)
+    if isinstance(value, kind) or (value is None and not required):
+        return value
+    raise CheckpointError(
+        f"{path}: {key!r} is a {type(value).__name__}, not a {kind.__name__}: the checkpoint is damaged or "
+        f"was not written by unified"
+    )
+
+
+def _stored_model(ckpt: Mapping[str, Any], path: str | Path, plugins: Sequence[str]) -> UnifiedModel:
+    """The model a checkpoint describes (its weights not loaded yet)."""
+    tasks = _stored(ckpt, path, "tasks", list)
+    if not tasks or not all(isinstance(t, str) for t in tasks):
+        raise CheckpointError(f"{path}: 'tasks' must be a non-empty list of task names, got {tasks!r}")
+    try:
+        info = from_dict(
+            DatasetInfo, _stored(ckpt, path, "dataset_info", dict), source=f"{path} (dataset_info)"
+        )
+        return build_model(
+            _stored(ckpt, path, "model_config", dict),
+            tasks=tasks,
+            info=info,
+            task_options=_stored(ckpt, path, "task_options", dict, required=False),
+            implicit_share=_stored(ckpt, path, "implicit_share", dict, required=False),
+            plugins=plugins,
+        )
+    # Stored plain data of the wrong shape reaches dataclasses and constructors: say which file it came from
+    # (ConfigError is a ValueError).
+    except (ValueError, TypeError) as exc:
+        reason = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise CheckpointError(f"{path}: the model it describes cannot be built: {reason}") from None
+
+
+def _stored_weights(
+    ckpt: Mapping[str, Any], path: str | Path, use_ema: bool
+) -> tuple[Mapping[str, Any], str]:
+    """The state_dict to load (the moving average's when asked and present) and where it sits."""
+    ema = ckpt.get("ema")
+    if use_ema and ema:
+        if not isinstance(ema, Mapping) or not isinstance(ema.get("model"), Mapping):
+            raise CheckpointError(f"{path}: 'ema' holds no 'model' state_dict")
+        return ema["model"], "ema.model"
+    return _stored(ckpt, path, "model", dict), "model"
+
+
+def _load_weights(model: UnifiedModel, state: Mapping[str, Any], where: str, path: str | Path) -> None:
+    """``load_state_dict`` (strict), with a one-line CheckpointError when the weights do not fit."""
+    own = model.state_dict()
+    problems = []
+    missing = [k for k in own if k not in state]
+    unexpected = [str(k) for k in state if k not in own]
+    wrong = [k for k in own if k in state and getattr(state[k], "shape", None) != own[k].shape]
+    if missing:
+        problems.append(f"{len(missing)} missing (first {missing[0]!r})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (first {unexpected[0]!r})")
+    if wrong:
+        first = wrong[0]
+        found = (
+            tuple(state[first].shape)
+            if isinstance(state[first], torch.Tensor)
+            else type(state[first]).__name__
+        )
+        problems.append(
+            f"{len(wrong)} of another shape (first {first!r}: {found}, the model's {tuple(own[first].shape)})"
+        )
+    if problems:
+        raise CheckpointError(
+            f"{path}: the weights under {where!r} do not fit the model it describes: {'; '.join(problems)}"
+        )
+    model.load_state_dict(state)

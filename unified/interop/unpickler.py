@@ -8,19 +8,23 @@ callables the pickle names. Here the pickle is read by :class:`RestrictedUnpickl
   ``models.models.*``) and ``torch.nn`` module classes, to inert :class:`OfficialObject` stand-ins that only
   record the state the pickle gives them;
 * tensor rebuilding (``torch._utils._rebuild_tensor_v2`` and friends, storage types, dtypes), done here with
-  ``torch.as_strided`` over the raw bytes of the archive's storage records;
+  ``torch.as_strided`` over the raw bytes of the archive's storage records (a tensor that would hold more
+  elements than its storage, such as a stride-0 view, is refused rather than materialised at full size);
 * numpy arrays, scalars and dtypes, to inert stand-ins (:class:`NumpyValue`);
 * plain containers (``collections.OrderedDict``, ``set``, ``frozenset``) and ``_codecs.encode`` (how
   protocol-2 pickles spell bytes).
 
 Any other global is refused with :class:`UnsafeCheckpointError` naming it, before it is imported, so nothing
-from the checkpoint can run. TorchScript archives and the pre-1.6 (tar) format are refused too.
+from the checkpoint can run. TorchScript archives and the pre-1.6 (tar) format are refused too. Before the
+pickle is read, the archive's directory and CRC-32s are checked (``unified.checkpoint.verify_archive``): a
+record that would inflate out of proportion to the file, or whose bytes changed, is refused by name.
 """
 
 from __future__ import annotations
 
 import codecs
 import collections
+import math
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -29,6 +33,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
+from unified.checkpoint import CheckpointError, verify_archive
 
 #: Module prefixes of the official code whose classes become inert stand-ins.
 OFFICIAL_MODULES = (
@@ -153,8 +159,20 @@ class _StorageType:
     dtype: torch.dtype
 
 
+@dataclass(frozen=True)
+class _Storage:
+    """What ``persistent_load`` gives the tensor rebuilders: a storage record's elements and its key."""
+
+    key: str
+    elements: torch.Tensor
+
+
+class _OversizedView(ValueError):
+    """A tensor would hold more elements than its storage (the message lacks the file, added by the caller)."""
+
+
 def _rebuild_tensor(
-    storage: torch.Tensor,
+    storage: _Storage,
     offset: int,
     size: tuple[int, ...],
     stride: tuple[int, ...],
@@ -162,10 +180,32 @@ def _rebuild_tensor(
     backward_hooks: Any = None,
     metadata: Any = None,
 ) -> torch.Tensor:
-    """``torch._utils._rebuild_tensor_v2`` over a flat tensor of the storage's elements (a copy)."""
+    """``torch._utils._rebuild_tensor_v2`` over a flat tensor of the storage's elements (a copy).
+
+    Raises:
+        _OversizedView: for a tensor that would hold more elements than its storage: a stride-0 view of
+            1 KB can declare gigabytes, and copying it would materialise them all.
+        ValueError: for a tensor that reaches outside its storage (a truncated record).
+    """
+    if not isinstance(storage, _Storage):
+        raise ValueError(f"a tensor is rebuilt from {type(storage).__name__}, not a storage")
+    elements = storage.elements
+    numel = math.prod(size)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if numel > 0 and not 0 <= last < elements.numel():
+        raise ValueError(
+            f"a tensor of shape {tuple(size)} reaches element {last:,} of storage record data/{storage.key}, "
+            f"which holds {elements.numel():,}"
+        )
+    if numel > elements.numel():
+        raise _OversizedView(
+            f"the tensor of shape {tuple(size)} and stride {tuple(stride)} over storage record "
+            f"data/{storage.key} holds {numel:,} elements, its storage {elements.numel():,}; a view larger than "
+            f"its storage is refused (it would be materialised at full size)"
+        )
     if len(size) == 0:
-        return storage[offset].clone()
-    return torch.as_strided(storage, tuple(size), tuple(stride), offset).clone()
+        return elements[offset].clone()
+    return torch.as_strided(elements, tuple(size), tuple(stride), offset).clone()
 
 
 def _rebuild_parameter(
@@ -216,7 +256,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._storages = storages
         self._source = source
         self._classes: dict[str, type[OfficialObject]] = {}
-        self._cache: dict[str, torch.Tensor] = {}
+        self._cache: dict[str, _Storage] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         key = (module, name)
@@ -245,7 +285,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             self._classes[qualified] = cls
         return cls
 
-    def persistent_load(self, pid: Any) -> torch.Tensor:
+    def persistent_load(self, pid: Any) -> _Storage:
         if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"):
             raise UnsafeCheckpointError(f"{self._source}: unknown persistent id {pid!r}")
         storage_type, key = pid[1], str(pid[2])
@@ -256,10 +296,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         else:
             raise UnsafeCheckpointError(f"{self._source}: storage {key} has an unknown type {storage_type!r}")
         cached = self._cache.get(key)
-        if cached is None or cached.dtype != dtype:
+        if cached is None or cached.elements.dtype != dtype:
             raw = bytearray(self._storages(key))
-            cached = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
-            self._cache[key] = cached
+            elements = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+            cached = self._cache[key] = _Storage(key, elements)
         return cached
 
 
@@ -288,6 +328,10 @@ def read_official_checkpoint(path: str | Path) -> Any:
         raise UnsafeCheckpointError(
             f"{path} is not a torch zip archive (torch >= 1.6 format); the legacy format is not read here"
         )
+    try:
+        verify_archive(path)
+    except CheckpointError as exc:
+        raise OfficialCheckpointError(str(exc)) from None
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
@@ -309,7 +353,12 @@ def read_official_checkpoint(path: str | Path) -> Any:
                 return RestrictedUnpickler(handle, storages, str(path)).load()
             except OfficialCheckpointError:
                 raise
-            except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, KeyError, TypeError) as exc:
+            except _OversizedView as exc:
+                raise OfficialCheckpointError(f"{path}: {exc}") from None
+            except (
+                pickle.UnpicklingError, RuntimeError, ValueError, EOFError, KeyError, TypeError, IndexError,
+                zipfile.BadZipFile,
+            ) as exc:  # fmt: skip
                 raise OfficialCheckpointError(
                     f"{path} cannot be read (corrupt or truncated?): {exc}"
                 ) from None

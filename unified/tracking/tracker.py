@@ -378,6 +378,21 @@ class Tracker:
 
     # --- the frame step ---------------------------------------------------------------------------
 
+    def skip_empty(self, frames: int) -> None:
+        """Count ``frames`` frames without detections at once, while the tracker holds no track.
+
+        An empty frame then changes nothing but the frame number, so this is exactly ``frames`` calls of
+        :meth:`update` with no detections, at the cost of one.
+
+        Raises:
+            ValueError: if a track is held (its age and Kalman state need every frame) or ``frames < 0``.
+        """
+        if frames < 0:
+            raise ValueError(f"cannot skip {frames} frames")
+        if self.tracks:
+            raise ValueError(f"frame {self.frame_id}: {len(self.tracks)} tracks are held; step every frame")
+        self.frame_id += frames
+
     def update(
         self,
         boxes_xyxy: np.ndarray,
