@@ -5,8 +5,10 @@
     python tools/evaluate.py --mot-gt GT_ROOT --mot-results RESULTS_ROOT [--json OUT] [--sequences a,b]
 
 Model mode runs the checkpoint over a split of the dataset (``val`` by default), prints every task's metrics,
-writes the metrics as JSON (``--json``, default ``OUT/metrics.json``) and draws the detection
-precision-recall curve and per-class AP as PNG in ``--out`` (default: the run folder of the weights).
+writes the metrics as JSON (``--json``, default ``OUT/metrics.json``; ``detect`` AP/AP50/..., ``segment``
+mask AP/AP50/AP75, ``pose`` keypoint AP/AP50, ...) and writes every task's plots and predictions into
+``--out`` (default: the run folder of the weights): ``detect_pr_curve.png``, ``detect_per_class_ap.png``,
+``segment_pr_curve.png``, ``pose_pr_curve.png`` and the COCO results JSON of each.
 
 MOT mode scores ``RESULTS_ROOT/<seq>.txt`` against ``GT_ROOT/<seq>/gt/gt.txt`` for every sequence of
 GT_ROOT (or those named by --sequences) with motmetrics' MOTChallenge settings, and prints one row per
@@ -16,7 +18,6 @@ sequence and an OVERALL row (MOTA, MOTP as mean 1-IoU, IDF1, IDP, IDR, ID switch
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -95,10 +96,10 @@ def run_model_mode(args: argparse.Namespace) -> dict:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # NaN (an undefined metric) is not JSON: write null instead.
-    clean = json.loads(json.dumps(payload), parse_constant=lambda _: None)
-    path.write_text(json.dumps(clean, indent=2, allow_nan=False) + "\n")
+    """Write the metrics as the training run writes its metrics.json (an undefined metric is null)."""
+    from unified.engine.results import write_json as write_results
+
+    write_results(path, payload)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,12 +20,8 @@ from unified.checkpoint import CheckpointError
 from unified.config import ConfigError
 from unified.data.validate import DataError
 from unified.engine.experiment import load_experiment
-from unified.engine.launch import (
-    experiment_from_checkpoint,
-    find_resume_checkpoint,
-    flags_to_overrides,
-    run_training,
-)
+from unified.engine.launch import experiment_from_checkpoint, flags_to_overrides, run_training
+from unified.engine.resume import find_resume_checkpoint
 from unified.engine.trainer import NonFiniteLossError
 from unified.registry import RegistryError
 
@@ -47,7 +43,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--project")
     p.add_argument("--name")
     p.add_argument("--exist-ok", dest="exist_ok", action="store_true")
-    p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_OR_CHECKPOINT")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="RUN_OR_CHECKPOINT",
+        help="continue a run: its folder, a checkpoint in its weights/, or nothing for the newest under --project "
+        "(to train on from a loose checkpoint, start a new run with --weights)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bars (for logs)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value")
     return p.parse_args(argv)

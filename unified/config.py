@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,21 @@ class ConfigError(ValueError):
 MAX_YAML_VALUES = 100_000
 #: Deeper nesting than this is refused (PyYAML and the loader recurse per level).
 MAX_YAML_DEPTH = 64
+
+#: Floats that YAML 1.1 reads as strings but YAML 1.2 (and every user) reads as numbers: ``1e-3``, ``5E4``,
+#: ``1.0e3`` (1.1 wants a dot and a signed exponent, so ``optim.lr0: 1e-3`` was "expected a number").
+_SCIENTIFIC = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads scientific notation as a float."""
+
+
+_Loader.add_implicit_resolver(_FLOAT_TAG, _SCIENTIFIC, list("-+0123456789."))
+# The safe dumper must then quote the string "1e-3", or dump_yaml (and any yaml.safe_dump of a config)
+# would write text that reads back as a number. Quoting is harmless to every other reader.
+yaml.SafeDumper.add_implicit_resolver(_FLOAT_TAG, _SCIENTIFIC, list("-+0123456789."))
 
 
 def _check_yaml_graph(root: yaml.Node, place: str) -> None:
@@ -98,7 +114,7 @@ def load_yaml_text(text: str, place: str) -> Any:
             duplicate key.
     """
     try:
-        loader = yaml.SafeLoader(text)  # checks for unprintable characters already
+        loader = _Loader(text)  # checks for unprintable characters already
     except yaml.YAMLError as exc:
         raise ConfigError(f"{place}: invalid YAML: {exc}") from None
     try:
@@ -129,7 +145,7 @@ def _where(source: str | None, key: str, lines: Mapping[str, int] | None) -> str
 def yaml_key_lines(text: str) -> dict[str, int]:
     """Map every dotted key path of a YAML document to its 1-based line number."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
     except (yaml.YAMLError, RecursionError):
         return {}
     lines: dict[str, int] = {}
@@ -308,20 +324,33 @@ def _check_scalar(value: Any, tp: type, key: str, source: str | None, lines: Map
             return value
         raise ConfigError(f"{_where(source, key, lines)}: expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:
-                number = float(value)
-            except OverflowError:
-                raise ConfigError(
-                    f"{_where(source, key, lines)}: {str(value)[:12]}... is too large a number"
-                ) from None
-            if math.isnan(number):
-                raise ConfigError(f"{_where(source, key, lines)}: expected a number, got NaN")
-            return number
-        raise ConfigError(f"{_where(source, key, lines)}: expected a number, got {value!r}")
+        return _check_float(value, _where(source, key, lines))
     if isinstance(value, str):
         return value
-    raise ConfigError(f"{_where(source, key, lines)}: expected a string, got {value!r}")
+    hint = ""
+    if isinstance(value, int) and not isinstance(value, bool):  # e.g. train.device=0
+        hint = (
+            f" (a number to YAML; quote it for text: '{value}' in a file, \"{key}='{value}'\" in an override)"
+        )
+    elif isinstance(value, float):
+        hint = " (a number to YAML; quote it for text)"
+    raise ConfigError(f"{_where(source, key, lines)}: expected a string, got {value!r}{hint}")
+
+
+def _check_float(value: Any, where: str) -> float:
+    """A finite number: the one rule of every float field (no schedule, weight or threshold means NaN or
+    infinity; ``optim.lr0: .inf`` used to train into NaN weights that were then saved as a success)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ConfigError(f"{where}: {str(value)[:12]}... is too large a number") from None
+    if math.isnan(number):
+        raise ConfigError(f"{where}: expected a number, got NaN")
+    if math.isinf(number):  # .inf, or a literal such as 1.0e+999 that overflows to it
+        raise ConfigError(f"{where}: expected a finite number, got {number} (too large, or infinite)")
+    return number
 
 
 def from_dict(
@@ -427,7 +456,8 @@ def load_config(
     try:
         return from_dict(cls, merged, source=source, lines=override_lines)
     except ConfigError as exc:
-        for text in overrides:
+        # The last override of a key is the one that took effect (the flags come before the user's own).
+        for text in reversed(overrides):
             key = text.partition("=")[0].strip()
             if f"'{key}'" in str(exc) or f"'{key}." in str(exc):
                 raise ConfigError(f"{exc} (set by the command-line override {text!r})") from None

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import posixpath
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from unified.config import ConfigError, check, load_config
 from unified.data.augment import AugmentConfig
 from unified.data.synthetic import SyntheticConfig
+
+#: What ``unified.distributed.select_device`` understands: cpu, "" (automatic), 0 / 0,1, cuda / cuda:N.
+_DEVICE = re.compile(r"|cpu|cuda(:\d+(\s*,\s*\d+)*)?|\d+(\s*,\s*\d+)*")
 
 
 @dataclass
@@ -35,10 +40,21 @@ class OptimConfig:
     def __post_init__(self) -> None:
         check(self.lr0 > 0, "optim.lr0", f"must be > 0, got {self.lr0}")
         check(0 < self.lrf <= 1, "optim.lrf", f"must be in (0, 1], got {self.lrf}")
+        # SGD's Nesterov momentum needs a momentum > 0; Adam's beta1 (the same value) must stay below 1.
+        check(0 < self.momentum < 1, "optim.momentum", f"must be in (0, 1), got {self.momentum}")
+        check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
         check(self.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
+        check(
+            0 <= self.warmup_momentum < 1,
+            "optim.warmup_momentum",
+            f"must be in [0, 1), got {self.warmup_momentum}",
+        )
+        check(self.warmup_bias_lr >= 0, "optim.warmup_bias_lr", f"must be >= 0, got {self.warmup_bias_lr}")
         check(self.nominal_batch_size >= 1, "optim.nominal_batch_size", "must be >= 1")
         check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 disables clipping)")
         check(0 < self.ema_decay < 1, "optim.ema_decay", "must be in (0, 1)")
+        # The decay ramps as 1 - exp(-updates / ema_ramp): 0 divides by zero, < 0 grows without bound.
+        check(self.ema_ramp > 0, "optim.ema_ramp", f"must be > 0 (optimiser steps), got {self.ema_ramp}")
 
 
 @dataclass
@@ -88,6 +104,9 @@ class TrainConfig:
         False  # decode and resize every training image once, keep it in RAM (~3·img_size² B each)
     )
     weights: str = ""
+    # --weights whose tensors mostly do not fit the model (another architecture) are refused: set this to
+    # load the few that fit anyway and train the rest from scratch
+    partial_weights: bool = False
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
@@ -99,6 +118,17 @@ class TrainConfig:
         )
         check(self.workers >= 0, "train.workers", "must be >= 0")
         check(self.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", "must be >= 1")
+        check(
+            self.time_budget_min >= 0,
+            "train.time_budget_min",
+            f"must be >= 0 (0: no budget), got {self.time_budget_min}",
+        )
+        check(
+            _DEVICE.fullmatch(self.device.strip().lower()) is not None,
+            "train.device",
+            f"must be cpu, a GPU index such as 0, a list such as 0,1, cuda or cuda:N, or empty (automatic); "
+            f"got {self.device!r}",
+        )
 
 
 @dataclass
@@ -125,6 +155,19 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         check(len(self.tasks) > 0, "tasks", "at least one task must be enabled")
         check(len(set(self.tasks)) == len(self.tasks), "tasks", f"duplicate task names in {self.tasks}")
+        check(
+            _inside_project(self.name),
+            "name",
+            f"must name a folder inside `project` (no '..', not absolute, not empty), got {self.name!r}",
+        )
+
+
+def _inside_project(name: str) -> bool:
+    """Whether ``project/name`` stays inside ``project`` (``../x`` or ``/tmp/x`` would write elsewhere)."""
+    if not name.strip() or PurePosixPath(name).is_absolute():
+        return False
+    normal = posixpath.normpath(name)
+    return normal not in (".", "..") and not normal.startswith("../")
 
 
 def load_experiment(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from unified.checkpoint import CheckpointError, load_safe, require_format
 from unified.config import ConfigError, dump_yaml, from_dict
 from unified.data import MultiTaskDataset, build_dataloader, load_dataset_yaml
 from unified.data.records import ImageRecord
-from unified.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
+from unified.distributed import DistInfo, barrier, cleanup, init_distributed, select_device
 from unified.engine.balancers import balancer_options, build_balancer
 from unified.engine.default_hooks import (
     CheckpointHook,
@@ -29,79 +29,26 @@ from unified.engine.default_hooks import (
 from unified.engine.ema import EMAHook
 from unified.engine.experiment import ExperimentConfig
 from unified.engine.hooks import Hook
-from unified.engine.trainer import Trainer, seed_everything
+from unified.engine.results import json_text as metrics_json
+from unified.engine.resume import (
+    check_same_dataset,
+    load_resume_state,
+    model_file_note,
+    restore,
+    resume_run_dir,
+    stored_dataset_info,
+)
+from unified.engine.run_folder import claim_run_dir, elastic_restart, release_run_dir
+from unified.engine.run_folder import increment_path as increment_path  # tools/detect.py imports it here
+from unified.engine.trainer import Trainer, resolve_precision, seed_everything
 from unified.model import build_model, model_meta
 from unified.registry import import_plugins
 from unified.structures import DatasetInfo
 from unified.task import TASKS, resolve_tasks
 
-
-def increment_path(path: Path, exist_ok: bool) -> Path:
-    """``runs/train/exp`` → ``exp2``, ``exp3``… unless ``exist_ok`` or the folder is new."""
-    if exist_ok or not path.exists():
-        return path
-    for n in range(2, 10_000):
-        candidate = path.with_name(f"{path.name}{n}")
-        if not candidate.exists():
-            return candidate
-    raise RuntimeError(f"too many runs named {path}")
-
-
-def elastic_record(cfg: ExperimentConfig) -> Path | None:
-    """Where rank 0 notes its run folder under ``torchrun``, so an elastic restart finds it again.
-
-    Keyed by the rendezvous id; torchrun's default id is ``none`` for every launch, so then the agent's
-    process id (the workers' parent, the same across restarts) tells launches apart. None outside torchrun.
-    """
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
-    if run_id is None:
-        return None
-    if run_id in ("", "none"):
-        run_id = f"none-{os.getppid()}"
-    safe = re.sub(r"[^\w.-]", "_", f"{cfg.name}-{run_id}")
-    return Path(cfg.project) / ".elastic" / f"{safe}.json"
-
-
-def choose_run_dir(cfg: ExperimentConfig, dist_info: DistInfo) -> tuple[Path, Path | None]:
-    """The run folder of a new run, and the checkpoint to resume from after an elastic restart.
-
-    A group that ``torchrun --max-restarts N`` restarts (``TORCHELASTIC_RESTART_COUNT`` > 0) reuses the
-    folder its first attempt created and resumes from its ``weights/last.pt`` (from scratch when none was
-    written yet), with no manual step. Otherwise a new folder (``exp``, ``exp2``, ...) is made.
-    """
-    record = elastic_record(cfg)
-    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-    chosen: tuple[str, str | None] | None = None
-    if dist_info.is_main:
-        run_dir: Path | None = None
-        if record is not None and restarted and record.is_file():
-            run_dir = Path(json.loads(record.read_text())["run_dir"])
-        if run_dir is None:
-            run_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
-            if record is not None:
-                record.parent.mkdir(parents=True, exist_ok=True)
-                record.write_text(json.dumps({"run_dir": str(run_dir)}))
-        last = run_dir / "weights" / "last.pt"
-        chosen = (str(run_dir), str(last) if restarted and last.is_file() else None)
-        if chosen[1] is not None:
-            print(f"elastic restart {os.environ['TORCHELASTIC_RESTART_COUNT']}: resuming {last}")
-    run_dir_text, resume_text = broadcast_object(chosen)  # type: ignore[misc]
-    return Path(run_dir_text), (Path(resume_text) if resume_text else None)
-
-
-def find_resume_checkpoint(resume: str, project: str) -> Path:
-    """A run folder, a checkpoint file, or ``""`` (the most recent ``last.pt`` under ``project``)."""
-    if resume:
-        path = Path(resume)
-        if path.is_dir():
-            path = path / "weights" / "last.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"--resume {resume}: no checkpoint at {path}")
-        return path
-    candidates = sorted(Path(project).glob("**/weights/last.pt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise FileNotFoundError(f"--resume: no run with weights/last.pt under {project}")
-    return candidates[-1]
+#: ``--weights`` of which fewer of the model's weight tensors than this fraction fit are another
+#: architecture: loading them would silently train from scratch (``train.partial_weights`` allows it).
+MIN_PRETRAINED_FIT = 0.5
 
 
 def check_task_labels(tasks: Sequence[str], kinds: Sequence[str], data: str) -> None:
@@ -115,19 +62,52 @@ def check_task_labels(tasks: Sequence[str], kinds: Sequence[str], data: str) -> 
             )
 
 
-def load_pretrained(model: nn.Module, path: str) -> list[str]:
+def load_pretrained(model: nn.Module, path: str, partial: bool = False) -> list[str]:
     """Load matching tensors from a unified checkpoint; tensors whose shape differs are re-initialised.
 
-    Returns the names that were not loaded (e.g. class-count dependent head tensors), which are logged.
+    Args:
+        model: The model to initialise.
+        path: The checkpoint (its EMA weights when it has them).
+        partial: Load what fits even when most of the model does not (another architecture).
+
+    Returns:
+        The names that were not loaded (e.g. class-count dependent head tensors), which are logged.
+
+    Raises:
+        ConfigError: when fewer than :data:`MIN_PRETRAINED_FIT` of the model's weight tensors fit and not
+            ``partial``: the run would train from scratch while the user thinks it fine-tunes.
+        CheckpointError: for a file that is not a unified checkpoint with weights.
     """
     ckpt = load_safe(path)
-    require_format(ckpt, path)
-    source = ckpt["ema"]["model"] if ckpt.get("ema") else ckpt["model"]
+    require_format(ckpt, path, keys=("model",))
+    source = _stored_weights(ckpt, path)
     own = model.state_dict()
-    kept = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(k for k in own if k not in kept)
+    kept = {
+        k: v
+        for k, v in source.items()
+        if k in own and isinstance(v, torch.Tensor) and own[k].shape == v.shape
+    }
+    # Integer buffers (BatchNorm's step counts) are scalars that fit any model: they say nothing.
+    learnt = [k for k, v in own.items() if v.is_floating_point()]
+    fitting = sum(k in kept for k in learnt)
+    if not partial and fitting < MIN_PRETRAINED_FIT * len(learnt):
+        raise ConfigError(
+            f"key 'train.weights': only {fitting} of the model's {len(learnt)} weight tensors fit {path} (same "
+            "name and shape): it holds another architecture, and the run would train from scratch. Leave out "
+            "--model to train the checkpoint's own architecture, or set train.partial_weights=true to load "
+            "the tensors that fit and initialise the rest"
+        )
     model.load_state_dict(kept, strict=False)
-    return skipped
+    return sorted(k for k in own if k not in kept)
+
+
+def _stored_weights(ckpt: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    """The weights ``--weights`` takes: the EMA's when the checkpoint keeps one, else the model's."""
+    ema = ckpt.get("ema")
+    source = ema.get("model") if isinstance(ema, Mapping) and ema.get("model") else ckpt["model"]
+    if not isinstance(source, Mapping):
+        raise CheckpointError(f"{path}: its 'model' entry is not a mapping of tensors")
+    return source
 
 
 def print_metrics_table(metrics: dict[str, dict[str, Any]], width: int = 100) -> str:
@@ -164,12 +144,6 @@ def _metric_text(value: Any) -> str:
     return f"{value:d}" if isinstance(value, int) else f"{value:.4f}"
 
 
-def metrics_json(metrics: dict[str, dict[str, Any]]) -> str:
-    """``metrics`` as JSON text, an undefined metric (``nan``) written as ``null`` (docs/ARCHITECTURE.md)."""
-    clean = json.loads(json.dumps(metrics), parse_constant=lambda _: None)
-    return json.dumps(clean, indent=2, allow_nan=False) + "\n"
-
-
 def prepare_synthetic(cfg: ExperimentConfig, dist_info: DistInfo) -> None:
     """Generate the built-in synthetic world (cached) on rank 0 when the config asks for it."""
     if cfg.synthetic is None:
@@ -199,13 +173,31 @@ def run_training(
 ) -> tuple[Path, dict[str, dict[str, float]]]:
     """Train and evaluate as ``cfg`` says; returns the run folder and the final per-task metrics.
 
-    ``extra_hooks`` run before the built-in ones (time budget, evaluation, checkpoint, logger).
+    Args:
+        cfg: The experiment (for a resume: the one stored in the checkpoint).
+        resume_from: A checkpoint in a run folder's ``weights/`` to continue; the run is rebuilt from what
+            it stores (model config, dataset info), and a dataset on disk that differs is an error.
+        progress: Show tqdm bars.
+        extra_hooks: Run before the built-in ones (time budget, evaluation, checkpoint, logger).
+
+    Raises:
+        ConfigError, DataError, CheckpointError: before any run folder is created or changed.
+        NonFiniteLossError: when training diverged; no checkpoint holds non-finite weights.
     """
+    _check_device(cfg.train.device)
     dist_info, device = init_distributed(cfg.train.device)
     try:
         return _run(cfg, dist_info, device, resume_from, progress, extra_hooks)
     finally:
         cleanup()
+
+
+def _check_device(spec: str) -> None:
+    """A device the machine lacks (``0`` without CUDA) is a config error, not a traceback."""
+    try:
+        select_device(spec, int(os.environ.get("LOCAL_RANK", "0")))
+    except ValueError as exc:
+        raise ConfigError(f"key 'train.device': {exc}") from None
 
 
 def _run(
@@ -216,49 +208,109 @@ def _run(
     progress: bool,
     extra_hooks: Sequence[Hook],
 ) -> tuple[Path, dict[str, dict[str, float]]]:
-    cfg, tasks = _checked_experiment(cfg)
+    run_dir, resume_from = _resume_point(cfg, dist_info, resume_from)
+    state = load_resume_state(resume_from, device) if resume_from is not None else None
+    cfg, tasks = _checked_experiment(cfg, resumed=state is not None)
+    _check_precision(cfg.train.precision, device)
     seed_everything(cfg.train.seed + dist_info.rank, cfg.train.deterministic)
     prepare_synthetic(cfg, dist_info)
 
     train_records, info = load_dataset_yaml(cfg.data, "train", skip_invalid=cfg.train.skip_invalid)
     check_task_labels(tasks, info.label_kinds, cfg.data)
     val_records, _ = load_dataset_yaml(cfg.data, "val", skip_invalid=cfg.train.skip_invalid)
-    model = _build_training_model(cfg, tasks, info, dist_info, pretrained=resume_from is None)
+    architecture: str | dict[str, Any] = cfg.model
+    if state is not None and resume_from is not None:
+        architecture, info = _resumed_architecture(cfg, state, info, resume_from, dist_info)
+    model = _build_training_model(cfg, architecture, tasks, info, dist_info, pretrained=state is None)
     balancer = build_balancer(
         cfg.balancer.name, list(model.tasks), cfg.balancer.weights, cfg.balancer.options
     )
     train_loader, val_loader = _loaders(cfg, train_records, val_records, info, dist_info, device)
 
-    if resume_from is not None:
-        run_dir = resume_from.parent.parent
-    else:
-        run_dir, resume_from = choose_run_dir(cfg, dist_info)
-    if dist_info.is_main:
-        (run_dir / "weights").mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
-    meta = model_meta(model, cfg.task_options, cfg.implicit_share)
-    meta["plugins"] = list(cfg.plugins)
-    hooks = default_hooks(cfg, run_dir, meta, val_loader, dist_info, progress, extra_hooks)
-    trainer = Trainer(cfg, model, balancer, train_loader, device, dist_info, hooks)
-    if resume_from is not None:
-        state = load_safe(resume_from, map_location=device)
-        require_format(state, resume_from)
-        trainer.load_state_dict(state)
+    # Everything a config error can come from is checked above: only now is a run folder claimed.
+    fresh = run_dir is None
+    run_dir = run_dir or claim_run_dir(cfg, dist_info)
+    try:
         if dist_info.is_main:
-            print(f"resuming {run_dir} from epoch {trainer.state.epoch + 1}")
-    if dist_info.is_main:
-        print(f"run folder: {run_dir}")
-        n_params = sum(p.numel() for p in model.parameters())
-        print(
-            f"model {cfg.model}: {n_params:,} parameters; tasks {list(model.tasks)}; balancer {cfg.balancer.name}"
-        )
-    state = trainer.state if trainer.state.epoch >= trainer.epochs else trainer.train()
-    _report(state.metrics, run_dir, dist_info)
-    return run_dir, state.metrics
+            (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+        meta = {**model_meta(model, cfg.task_options, cfg.implicit_share), "plugins": list(cfg.plugins)}
+        hooks = default_hooks(cfg, run_dir, meta, val_loader, dist_info, progress, extra_hooks)
+        trainer = Trainer(cfg, model, balancer, train_loader, device, dist_info, hooks)
+        if state is not None and resume_from is not None:
+            restore(trainer, state, resume_from)
+    except BaseException:
+        if fresh and dist_info.is_main:
+            release_run_dir(run_dir)
+        raise
+    del state  # the trainer holds its own copies; the checkpoint's tensors need not live through training
+    _announce(cfg, trainer, run_dir, resumed=resume_from is not None)
+    final = trainer.state if trainer.state.epoch >= trainer.epochs else trainer.train()
+    _report(final.metrics, run_dir, dist_info)
+    return run_dir, final.metrics
 
 
-def _checked_experiment(cfg: ExperimentConfig) -> tuple[ExperimentConfig, list[str]]:
+def _resume_point(
+    cfg: ExperimentConfig, dist_info: DistInfo, resume_from: Path | None
+) -> tuple[Path | None, Path | None]:
+    """The run folder and checkpoint of a resume (``--resume`` or an elastic restart); None for a new run."""
+    if resume_from is not None:
+        return resume_run_dir(resume_from), resume_from
+    return elastic_restart(cfg, dist_info)
+
+
+def _check_precision(precision: str, device: torch.device) -> None:
+    """A precision the device cannot run (fp16 on CPU) is a config error, found before any run folder."""
+    try:
+        resolve_precision(precision, device)
+    except ValueError as exc:
+        raise ConfigError(f"key 'train.precision': {exc}") from None
+
+
+def _announce(cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, resumed: bool) -> None:
+    if not trainer.dist.is_main:
+        return
+    if resumed:
+        print(f"resuming {run_dir} from epoch {trainer.state.epoch + 1}")
+    print(f"run folder: {run_dir}")
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    print(
+        f"model {_model_name(cfg.model)}: {n_params:,} parameters; tasks {list(trainer.model.tasks)}; "
+        f"balancer {cfg.balancer.name}"
+    )
+
+
+def _model_name(model: str | dict[str, Any]) -> str:
+    return model if isinstance(model, str) else "(stored architecture)"
+
+
+def _resumed_architecture(
+    cfg: ExperimentConfig,
+    state: Mapping[str, Any],
+    found: DatasetInfo,
+    checkpoint: Path,
+    dist_info: DistInfo,
+) -> tuple[dict[str, Any], DatasetInfo]:
+    """The model config and dataset info a resumed run is rebuilt from: the checkpoint's, never the files'.
+
+    Raises:
+        ConfigError: when the dataset on disk no longer has the stored classes, image labels or identities.
+    """
+    stored = stored_dataset_info(state, checkpoint)
+    check_same_dataset(stored, found, cfg.data, checkpoint)
+    architecture = dict(state["model_config"])
+    note = model_file_note(cfg.model, architecture)
+    if note and dist_info.is_main:
+        print(note)
+    return architecture, stored
+
+
+def _checked_experiment(cfg: ExperimentConfig, resumed: bool = False) -> tuple[ExperimentConfig, list[str]]:
     """Plugins imported and every option checked before any data is read; the data and model resolved.
+
+    Args:
+        cfg: The experiment.
+        resumed: The run resumes (its architecture comes from its checkpoint, not from ``train.weights``).
 
     Returns:
         The config with ``data`` and ``model`` filled in, and the enabled tasks in dependency order.
@@ -277,23 +329,28 @@ def _checked_experiment(cfg: ExperimentConfig) -> tuple[ExperimentConfig, list[s
         raise ConfigError(
             "key 'data': no dataset YAML given (use --data DATASET.yaml or a `synthetic:` section)"
         )
-    if not cfg.model:
+    if not cfg.model and not resumed:
         if not cfg.train.weights:
             raise ConfigError(
                 "key 'model': no model given (use --model MODEL.yaml, or --weights CKPT to take its architecture)"
             )
         stored = load_safe(cfg.train.weights)
-        require_format(stored, cfg.train.weights)
+        require_format(stored, cfg.train.weights, keys=("model_config",))
         cfg = dataclasses.replace(cfg, model=dict(stored["model_config"]))
     return cfg, tasks
 
 
 def _build_training_model(
-    cfg: ExperimentConfig, tasks: list[str], info: DatasetInfo, dist_info: DistInfo, pretrained: bool
+    cfg: ExperimentConfig,
+    architecture: str | dict[str, Any],
+    tasks: list[str],
+    info: DatasetInfo,
+    dist_info: DistInfo,
+    pretrained: bool,
 ) -> nn.Module:
     """The model for the data, its implicit sharing checked, pretrained weights loaded (not on resume)."""
     model = build_model(
-        cfg.model, tasks=tasks, info=info, task_options=cfg.task_options, implicit_share=cfg.implicit_share
+        architecture, tasks=tasks, info=info, task_options=cfg.task_options, implicit_share=cfg.implicit_share
     )
     used = model.bank.consumers()
     for consumer in cfg.implicit_share:
@@ -303,10 +360,12 @@ def _build_training_model(
                 f"{consumer!r}; the names in use are {sorted(used)}"
             )
     if cfg.train.weights and pretrained:
-        skipped = load_pretrained(model, cfg.train.weights)
+        skipped = load_pretrained(model, cfg.train.weights, partial=cfg.train.partial_weights)
         if dist_info.is_main:
+            total = len(model.state_dict())
             print(
-                f"loaded {cfg.train.weights}; re-initialised {len(skipped)} tensors that do not fit: {skipped[:8]}"
+                f"loaded {cfg.train.weights}: {total - len(skipped)} of {total} tensors fit; re-initialised "
+                f"{len(skipped)} tensors that do not fit: {skipped[:8]}"
             )
     if cfg.train.sync_bn and dist_info.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -398,12 +457,16 @@ def _report(metrics: dict[str, dict[str, Any]], run_dir: Path, dist_info: DistIn
 
 
 def experiment_from_checkpoint(path: Path) -> ExperimentConfig:
-    """The experiment config stored in a checkpoint (for --resume)."""
-    try:
-        ckpt = load_safe(path)
-    except CheckpointError:
-        raise
-    require_format(ckpt, path)
+    """The experiment config stored in a checkpoint (for --resume).
+
+    Raises:
+        CheckpointError: for a file that is not a unified checkpoint with an experiment.
+        ConfigError: when the stored experiment is not a valid config.
+    """
+    ckpt = load_safe(path)
+    require_format(ckpt, path, keys=("experiment",))
+    if not isinstance(ckpt["experiment"], Mapping):
+        raise CheckpointError(f"{path}: its 'experiment' entry is not a mapping")
     return from_dict(ExperimentConfig, ckpt["experiment"], source=f"{path} (stored experiment)")
 
 

@@ -31,7 +31,7 @@ from unified.engine.optim import Schedule, build_optimizer
 
 
 class NonFiniteLossError(RuntimeError):
-    """Too many steps in a row had a NaN or Inf loss or gradient."""
+    """Training diverged: too many steps in a row had a NaN or Inf loss or gradient, or the weights did."""
 
 
 @dataclass
@@ -254,6 +254,7 @@ class Trainer:
             self.run_step(batch)
             if s.end_of_epoch:  # hooks see the iteration of the epoch's last step, skipped or not
                 self._end_of_epoch_balancing()
+                self._check_finite_weights()  # before evaluation and checkpoints see them
                 for hook in self.hooks:
                     hook.after_epoch(self)
             s.iteration += 1
@@ -317,6 +318,33 @@ class Trainer:
         means = self.state.epoch_means()
         if all(f"{t}/total" in means for t in self.balancer.tasks):
             self.balancer.epoch_end({t: means[f"{t}/total"] for t in self.balancer.tasks})
+
+    def _check_finite_weights(self) -> None:
+        """Stop as diverged when the weights, their average or the balancer hold NaN or Inf.
+
+        A step with finite gradients can still make the weights non-finite (``lr0`` huge); every later step
+        is then skipped for its NaN loss, in a short epoch fewer times than ``train.max_nonfinite_steps``,
+        and such a run used to end with exit 0 and NaN in last.pt, best.pt and the EMA. Checked once per
+        epoch, so no checkpoint ever holds such weights.
+
+        Raises:
+            NonFiniteLossError: naming where the non-finite tensors are.
+        """
+        modules = {"model": self.model, "ema": self.averaged_model, "balancer": self.balancer}
+        found = [
+            f"{label} ({where})" for label, m in modules.items() if m is not None and (where := _nonfinite(m))
+        ]
+        flag = torch.tensor([float(bool(found))], device=self.device)
+        if self.dist.enabled:  # the average lives on rank 0 only: every rank must stop together
+            flag = all_reduce_sum(flag)
+        if float(flag) == 0:
+            return
+        raise NonFiniteLossError(
+            f"epoch {self.state.epoch + 1}: training diverged: NaN or Inf in "
+            f"{', '.join(found) or 'another rank'}; stopping before this epoch is evaluated or saved, so no "
+            "checkpoint holds these weights (weights/last.pt of an earlier epoch, if any, is intact). Lower "
+            "optim.lr0, check the data, or try train.precision=fp32."
+        )
 
     def _optimizer_step(self) -> bool:
         """Unscale, clip, check gradients, step. Returns False (and drops the gradients) if any is non-finite."""
@@ -432,3 +460,15 @@ class Trainer:
             np.random.set_state(tuple(np_state))
             py_state = random.getstate()
             random.setstate((py_state[0], tuple(int(v) for v in rng["python"]), py_state[2]))
+
+
+def _nonfinite(module: nn.Module) -> str:
+    """``""`` when every floating tensor of ``module``'s state is finite, else how many are not and the first."""
+    tensors = [(name, t) for name, t in module.state_dict().items() if t.is_floating_point()]
+    if not tensors:
+        return ""
+    finite = torch.stack([torch.isfinite(t).all() for _, t in tensors]).tolist()  # one host sync
+    bad = [name for (name, _), ok in zip(tensors, finite) if not ok]
+    if not bad:
+        return ""
+    return f"{len(bad)} tensor{'s' if len(bad) > 1 else ''}, first {bad[0]}"
