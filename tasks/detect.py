@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from unified.config import check
+from unified.data.kinds.ignore import ignored
 from unified.drawing import color, draw_labelled_boxes
 from unified.evaluation.coco import CocoDetectionEvaluator
 from unified.evaluation.plots import plot_per_class_ap, plot_pr_curve
@@ -61,6 +63,13 @@ def ground_truth_in_original(batch: dict[str, Any], index: int) -> tuple[np.ndar
     return xyxy.numpy(), rows[:, 1].long().numpy(), identities.numpy()
 
 
+def ignored_in_image(batch: dict[str, Any], index: int) -> np.ndarray:
+    """Bool, one per box of image ``index`` (the order of :func:`ground_truth_in_original`): which are ignore
+    regions, evaluated as COCO's crowd regions."""
+    rows = (batch["boxes"][:, 0] == index).cpu()
+    return ignored(batch).cpu()[rows].numpy()
+
+
 @dataclass
 class DetectionStep:
     """What detection computed for one training step, for the tasks that build on it.
@@ -101,7 +110,9 @@ class DetectionEvaluator(Evaluator):
                 continue
             boxes, classes, _ = ground_truth_in_original(batch, i)
             height, width = meta["orig_shape"]
-            self.coco.add_ground_truth(meta["image_id"], boxes, classes, height=height, width=width)
+            self.coco.add_ground_truth(
+                meta["image_id"], boxes, classes, height=height, width=width, crowd=ignored_in_image(batch, i)
+            )
             pred = predictions["detect"][i]
             self.coco.add_predictions(
                 meta["image_id"],
@@ -158,12 +169,19 @@ class DetectTask(Task):
 
     def step(self, outputs: dict[str, Any], batch: dict[str, Any], context: StepContext) -> DetectionStep:
         """This step's detection losses and target assignment, computed once and shared with the tasks that
-        build on detection."""
+        build on detection; ignore regions (the ``ignore`` kind) are no targets."""
 
         def compute() -> DetectionStep:
             raw = outputs["detect"]["raw"]
-            terms, assignment = self.criterion(raw, batch["boxes"], image_mask=self.label_mask(batch))
-            return DetectionStep(terms, assignment)
+            boxes, image_mask = batch["boxes"], self.label_mask(batch)
+            regions = ignored(batch)
+            if not bool(regions.any()):
+                return DetectionStep(*self.criterion(raw, boxes, image_mask=image_mask))
+            # Ignore regions are no targets; target_index still names rows of the whole batch["boxes"].
+            rows = (~regions).nonzero().flatten()
+            terms, assignment = self.criterion(raw, boxes[rows], image_mask=image_mask)
+            levels = [dataclasses.replace(lv, target_index=rows[lv.target_index]) for lv in assignment.levels]
+            return DetectionStep(terms, YoloAssignment(levels, assignment.image_mask))
 
         return context.once(self, compute)
 

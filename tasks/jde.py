@@ -31,7 +31,7 @@ from unified.evaluation.mot import MotEvaluator
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable, fuse_conv_bn
 from unified.task import TASKS, Evaluator, FeatureShape, ImagePredictions, StepContext, Task, TaskConfig
-from unified.tasks.detect import DetectTask, ground_truth_in_original
+from unified.tasks.detect import DetectTask, ground_truth_in_original, ignored_in_image
 from unified.tracking import Tracker, TrackerConfig
 
 
@@ -136,7 +136,14 @@ class JDEEvaluator(Evaluator):
             scores = det["scores"].float().cpu().numpy()
             embeddings = predictions["jde"][i]["embeddings"].float().cpu().numpy()
             height, width = meta["orig_shape"]
-            self.coco.add_ground_truth(meta["image_id"], gt_boxes, gt_classes, height=height, width=width)
+            self.coco.add_ground_truth(
+                meta["image_id"],
+                gt_boxes,
+                gt_classes,
+                height=height,
+                width=width,
+                crowd=ignored_in_image(batch, i),
+            )
             self.coco.add_predictions(meta["image_id"], boxes.numpy(), scores, det["classes"].cpu().numpy())
             confident = scores >= self.task.cfg.track_conf
             if len(gt_boxes) and confident.any():

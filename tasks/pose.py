@@ -69,7 +69,7 @@ from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul
 from unified.models.fuse import Fusable
 from unified.structures import DatasetInfo, FeatureShape
 from unified.task import TASKS, Evaluator, ImagePredictions, StepContext, Task, TaskConfig
-from unified.tasks.detect import DetectTask, ground_truth_in_original
+from unified.tasks.detect import DetectTask, ground_truth_in_original, ignored_in_image
 
 if TYPE_CHECKING:
     from unified.data.readers import ReadContext
@@ -593,8 +593,8 @@ class PoseEvaluator(Evaluator):
             points[..., 0] *= width
             points[..., 1] *= height
             points = _to_original(points, meta).numpy()
-            for box, cls, kp in zip(boxes, classes, points):
-                self._add_gt(image_id, box, int(cls), kp)
+            for box, cls, kp, crowd in zip(boxes, classes, points, ignored_in_image(batch, i)):
+                self._add_gt(image_id, box, int(cls), kp, bool(crowd))
             det = predictions["detect"][i]
             for box, score, cls, kp in zip(
                 det["boxes"].cpu().numpy(), det["scores"].cpu().numpy(), det["classes"].cpu().numpy(),
@@ -607,18 +607,18 @@ class PoseEvaluator(Evaluator):
                      "score": float(score), "bbox": [x1, y1, x2 - x1, y2 - y1]}
                 )  # fmt: skip
 
-    def _add_gt(self, image_id: int, box: np.ndarray, cls: int, kp: np.ndarray) -> None:
+    def _add_gt(self, image_id: int, box: np.ndarray, cls: int, kp: np.ndarray, crowd: bool) -> None:
         x1, y1, x2, y2 = (float(v) for v in box)
         visible = kp[:, 2] > 0
         flat = np.where(visible[:, None], kp, 0.0).reshape(-1)
         self.gt["annotations"].append(
             {"id": len(self.gt["annotations"]) + 1, "image_id": image_id, "category_id": cls,
-             "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0,
+             "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": int(crowd),
              "keypoints": [float(v) for v in flat], "num_keypoints": int(visible.sum())}
         )  # fmt: skip
 
     def compute(self) -> dict[str, float]:
-        keypointed = [a for a in self.gt["annotations"] if a["num_keypoints"] > 0]
+        keypointed = [a for a in self.gt["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]]
         if not keypointed or not self.results:
             return {
                 "AP": float("nan") if not keypointed else 0.0,

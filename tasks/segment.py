@@ -58,7 +58,9 @@ Kind ``masks`` (per instance, one mask per box, read from COCO JSON ``segmentati
   polygons are one instance, their union, as pycocotools has it) or an RLE ``{"size": [h, w], "counts":
   ...}`` with ``counts`` a compressed string or a list of run lengths (column-major, starting with a run
   of zeros). A malformed one is a ``bad_mask`` problem (``BAD_MASK``) naming the annotation and the
-  annotation is left out. ``iscrowd`` regions are left out by the COCO reader before any kind sees them.
+  annotation is left out. ``iscrowd`` regions are left out by the COCO reader unless the part lists the
+  ``ignore`` kind: then the crowd's mask is read like any other and evaluated as COCO does (a detection on
+  a crowd region is neither a true nor a false positive).
 
 Format ``yolo_seg``: ``labels/.../NAME.txt`` beside ``images/.../NAME.jpg`` (the YOLO layout), one row per
 object ``class x1 y1 x2 y2 ... xn yn``, a polygon normalised to the image; the object's box is the
@@ -94,7 +96,7 @@ from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul
 from unified.models.fuse import Fusable
 from unified.structures import FeatureShape
 from unified.task import TASKS, Evaluator, ImagePredictions, StepContext, Task, TaskConfig
-from unified.tasks.detect import DetectTask
+from unified.tasks.detect import DetectTask, ignored_in_image
 
 if TYPE_CHECKING:
     from unified.data.readers import ReadContext
@@ -805,12 +807,13 @@ class SegmentEvaluator(Evaluator):
             self.gt["images"].append({"id": image_id, "height": int(h), "width": int(w)})
             classes = batch["boxes"][(batch["boxes"][:, 0] == i)][:, 1].long().cpu().numpy()
             masks = ground_truth_masks(batch, i, self.task.options.stride)
-            for rle, cls in zip(encode_masks(masks), classes):
+            crowd = ignored_in_image(batch, i)
+            for rle, cls, is_crowd in zip(encode_masks(masks), classes, crowd):
                 x, y, bw, bh = (float(v) for v in coco_mask.toBbox(rle))
                 self.gt["annotations"].append(
                     {"id": len(self.gt["annotations"]) + 1, "image_id": image_id, "category_id": int(cls),
                      "segmentation": rle, "area": float(coco_mask.area(rle)), "bbox": [x, y, bw, bh],
-                     "iscrowd": 0}
+                     "iscrowd": int(is_crowd)}
                 )  # fmt: skip
             det = predictions["detect"][i]
             for rle, score, cls in zip(

@@ -100,11 +100,11 @@ def _train_steps(cfg, info, world_size: int = 1, rank: int = 0) -> dict[str, tor
         if world_size == 1 and cfg.train.batch_size == 4:
             t2 = b["boxes"].clone()
             t2[:, 0] += 2
+            # Every kind's entry twice (per-instance rows and per-image rows alike), boxes renumbered.
+            doubled = {k: torch.cat([v, v]) for k, v in b.items() if isinstance(v, torch.Tensor)}
             b = {
-                "images": torch.cat([b["images"], b["images"]]),
+                **doubled,
                 "boxes": torch.cat([b["boxes"], t2]),
-                "identities": torch.cat([b["identities"]] * 2),
-                "image_labels": torch.cat([b["image_labels"]] * 2),
                 "label_mask": {k: torch.cat([v, v]) for k, v in b["label_mask"].items()},
                 "meta": b["meta"] * 2,
             }

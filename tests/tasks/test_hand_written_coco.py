@@ -45,7 +45,7 @@ HAND_WRITTEN = {
 }  # fmt: skip
 
 
-def write_dataset(root: Path) -> Path:
+def write_dataset(root: Path, extra_kinds: list[str] = ()) -> Path:
     images = root / "images"
     images.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -56,7 +56,7 @@ def write_dataset(root: Path) -> Path:
     spec = {
         "names": ["a", "b"],
         "parts": [
-            {"name": "hand", "format": "coco", "label_kinds": ["boxes", "masks", "keypoints"],
+            {"name": "hand", "format": "coco", "label_kinds": ["boxes", "masks", "keypoints", *extra_kinds],
              "train": split, "val": split},
         ],
         "kinds": {"keypoints": {"kpt_shape": [3, 3], "flip_idx": [0, 1, 2]}},
@@ -92,7 +92,7 @@ def test_the_hand_written_file_reads_exactly(tmp_path):
 
 @pytest.mark.slow
 def test_the_hand_written_file_trains_detect_segment_and_pose(tmp_path):
-    data = write_dataset(tmp_path / "data")
+    data = write_dataset(tmp_path / "data", extra_kinds=["ignore"])  # the crowd region kept, as COCO does
     model = tmp_path / "model.yaml"
     model.write_text(yaml.safe_dump(TINY_MODEL))
     result = subprocess.run(

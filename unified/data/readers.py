@@ -13,7 +13,8 @@ Formats, as read here:
   ``[x, y, w, h]`` pixels for ``boxes``, ``track_id`` for ``identities``, and the extension
   ``"labels": ["name", ...]`` in an image entry for ``image_labels`` (names from the dataset's image label
   names, classes first, then scene labels). A plugin's kind adds its own fields the same way.
-  ``iscrowd: 1`` regions are not objects and are left out, as the official YOLO converters do.
+  ``iscrowd: 1`` regions are not objects and are left out, as the official YOLO converters do, unless the
+  part lists the ``ignore`` kind, which keeps them as regions to leave alone (COCO's evaluation).
 - **YOLO txt** (the layout of the official ``data/coco.yaml``): one ``labels/.../NAME.txt`` beside
   ``images/.../NAME.jpg`` (the last ``images`` folder of the path becomes ``labels``), rows
   ``class xc yc w h`` normalised to the image; no label file means an image without objects.
@@ -240,9 +241,10 @@ def _coco_labels(
     """One image's labels: every per-instance kind reads each annotation (one that any kind rejects is
     left out whole), then every per-image kind reads the image entry (a rejected one: kind unknown)."""
     instance_kinds = [k for k in kinds if label_kind(k).coco_field == "annotation"]
+    keep_crowd = any(label_kind(k).keeps_crowd for k in kinds)
     items: dict[str, list[Any]] = {k: [] for k in instance_kinds}
     for ann_where, ann in annotations if instance_kinds else []:
-        if ann.get("iscrowd", 0):
+        if ann.get("iscrowd", 0) and not keep_crowd:
             continue
         values = {}
         for name in instance_kinds:

@@ -103,8 +103,12 @@ class CocoDetectionEvaluator:
         height: int | None = None,
         width: int | None = None,
         box_format: BoxFormat = "xyxy",
+        crowd: Sequence[bool] | np.ndarray | None = None,
     ) -> None:
         """Register one image and its ground-truth boxes (an image without objects still counts).
+
+        ``crowd`` marks boxes that are crowd (ignore) regions: pycocotools counts a detection on one
+        neither as a true nor as a false positive.
 
         Raises:
             ValueError: if the image was already registered or the inputs disagree in length.
@@ -117,11 +121,14 @@ class CocoDetectionEvaluator:
         classes = np.asarray(classes, dtype=np.int64).reshape(-1)
         if len(classes) != len(xywh):
             raise ValueError(f"{what}: {len(xywh)} boxes but {len(classes)} classes")
+        crowd = np.zeros(len(xywh), bool) if crowd is None else np.asarray(crowd, dtype=bool).reshape(-1)
+        if len(crowd) != len(xywh):
+            raise ValueError(f"{what}: {len(xywh)} boxes but {len(crowd)} crowd flags")
         image: dict[str, Any] = {"id": image_id}
         if height is not None and width is not None:
             image.update(height=int(height), width=int(width))
         self._images[image_id] = image
-        for box, cls in zip(xywh, classes):
+        for box, cls, is_crowd in zip(xywh, classes, crowd):
             self._annotations.append(
                 {
                     # pycocotools treats a matched ground-truth id of 0 as "unmatched": ids start at 1.
@@ -130,7 +137,7 @@ class CocoDetectionEvaluator:
                     "category_id": self._category(int(cls), what),
                     "bbox": [float(v) for v in box],
                     "area": float(box[2] * box[3]),
-                    "iscrowd": 0,
+                    "iscrowd": int(is_crowd),
                 }
             )
 
@@ -280,7 +287,7 @@ def evaluate_coco(coco_gt: COCO, results: list[dict[str, Any]], verbose: bool = 
     """
     cat_ids = sorted(coco_gt.getCatIds())
     class_of_cat = {cat: k for k, cat in enumerate(cat_ids)}
-    num_gt = len(coco_gt.getAnnIds())
+    num_gt = len(coco_gt.getAnnIds(iscrowd=False))
     if not results:
         zero = 0.0 if num_gt else float("nan")
         metrics = dict.fromkeys(COCO_METRIC_NAMES, zero)
@@ -290,7 +297,7 @@ def evaluate_coco(coco_gt: COCO, results: list[dict[str, Any]], verbose: bool = 
             for name, low, high in (("APs", 0, 32**2), ("APm", 32**2, 96**2), ("APl", 96**2, 1e10)):
                 if not ((areas >= low) & (areas <= high)).any():
                     metrics[name] = float("nan")
-        has_gt = {cat: bool(coco_gt.getAnnIds(catIds=[cat])) for cat in cat_ids}
+        has_gt = {cat: bool(coco_gt.getAnnIds(catIds=[cat], iscrowd=False)) for cat in cat_ids}
         per_class = {class_of_cat[c]: (0.0 if has_gt[c] else float("nan")) for c in cat_ids}
         recall = np.linspace(0.0, 1.0, 101)
         precision = np.array([[0.0 if has_gt[c] else np.nan for c in cat_ids]] * len(recall))

@@ -1,4 +1,4 @@
-"""Kinds of label: the registry and the built-in kinds (``boxes``, ``identities``, ``image_labels``).
+"""Kinds of label: the registry and the built-in kinds (``boxes``, ``identities``, ``ignore``, ``image_labels``).
 
 See :mod:`unified.data.kinds.base` for the contract a kind fulfils.
 """

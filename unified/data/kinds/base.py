@@ -74,6 +74,9 @@ class LabelKind:
     coco_field: ClassVar[Literal["annotation", "image"] | None] = None
     #: Kinds this one is worked out from (:meth:`derive`) when a format does not provide it.
     derived_from: ClassVar[tuple[str, ...]] = ()
+    #: COCO ``iscrowd`` annotations are left out of a part unless one of its kinds keeps them (the
+    #: ``ignore`` kind, which marks them as regions to leave alone).
+    keeps_crowd: ClassVar[bool] = False
     #: A dataclass of dataset-level options (the dataset YAML's ``kinds: {<name>: {...}}``, e.g. the
     #: number of keypoints and their flip permutation), or None when the kind takes none.
     options_class: ClassVar[type | None] = None
@@ -252,6 +255,7 @@ LABEL_KINDS: Registry[type[LabelKind]] = _KindRegistry(
     default_modules=(
         "unified.data.kinds.boxes",
         "unified.data.kinds.identities",
+        "unified.data.kinds.ignore",
         "unified.data.kinds.image_labels",
     ),
     entry_point_group="unified.tasks",
