@@ -38,6 +38,7 @@ from unified.cli import add_plugins_argument  # noqa: E402
 from unified.config import ConfigError  # noqa: E402
 from unified.engine.launch import increment_path  # noqa: E402
 from unified.inference import (  # noqa: E402
+    Frame,
     SourceError,
     VideoWriter,
     detection_arrays,
@@ -133,54 +134,74 @@ def check_outputs_wanted(args: argparse.Namespace, model: torch.nn.Module) -> No
 def run(model: torch.nn.Module, args: argparse.Namespace, out: Path, device: torch.device) -> int:
     """Predict over the source and write every requested output; returns the number of images."""
     names = model.info.class_names
-    results: list[dict] = []
-    image_labels: dict[str, dict] = {}
+    collected: dict[str, dict] = {"results": {}, "image_labels": {}}
     videos: dict[str, VideoWriter] = {}
+    skipped: list[str] = []  # undecodable images: named as they are met, counted at the end
     count = 0
     start = time.perf_counter()
     try:
         for frame, predictions in predict_frames(
-            model, iter_frames(args.source), args.img, args.batch, device
+            model, iter_frames(args.source, skipped), args.img, args.batch, device
         ):
             count += 1
             det = predictions["detect"]
             found = np.bincount(det["classes"].numpy(), minlength=len(names)) if len(det["classes"]) else []
             summary = ", ".join(f"{n} {names[c]}" for c, n in enumerate(found) if n) or "nothing"
             print(f"{frame.path}{f' frame {frame.frame}' if frame.is_video else ''}: {summary}")
-            if args.save_img:
-                drawn = draw_predictions(model, frame.image, predictions)
-                if frame.is_video:
-                    writer = videos.get(frame.path)
-                    if writer is None:
-                        target = out / f"{Path(frame.path).stem}.mp4"
-                        writer = videos[frame.path] = VideoWriter(target, frame.fps or 25.0, drawn.size)
-                    writer.write(drawn)
-                else:
-                    drawn.save(out / Path(frame.path).name)
-            if args.save_txt:
-                lines = yolo_lines(det, frame.image.shape[:2])
-                (out / "labels").mkdir(exist_ok=True)
-                (out / "labels" / f"{frame.name}.txt").write_text("".join(f"{line}\n" for line in lines))
-            if args.save_json:
-                results += instance_records(model, frame, predictions)
-            if args.save_labels:
-                image_labels[frame.name] = image_fields(model, predictions)
-            if args.save_arrays:
-                for key, array in detection_arrays(model, predictions).items():
-                    (out / key).mkdir(exist_ok=True)
-                    np.save(out / key / f"{frame.name}.npy", array)
+            write_frame(model, args, out, frame, predictions, videos, collected)
     finally:
         for writer in videos.values():
             writer.close()
     if args.save_json:
-        write_json(out / "predictions.json", results)
+        write_json(out / "predictions.json", [r for rows in collected["results"].values() for r in rows])
         write_json(out / "categories.json", [{"id": i, "name": n} for i, n in enumerate(names)])
     if args.save_labels:
-        write_json(out / "image_labels.json", image_labels)
+        write_json(out / "image_labels.json", collected["image_labels"])
     elapsed = time.perf_counter() - start
     if count:
         print(f"{elapsed / count * 1000:.1f} ms per image (including reading and writing)")
+    if skipped:
+        print(
+            f"warning: skipped {len(skipped)} image(s) that could not be decoded: {skipped[0]}",
+            file=sys.stderr,
+        )
+        if not count:
+            raise SourceError(f"{args.source}: none of its {len(skipped)} image(s) could be decoded")
     return count
+
+
+def write_frame(
+    model: torch.nn.Module,
+    args: argparse.Namespace,
+    out: Path,
+    frame: Frame,
+    predictions: dict,
+    videos: dict[str, VideoWriter],
+    collected: dict[str, dict],
+) -> None:
+    """Write one frame's outputs (picture, txt, arrays) and collect what goes into the JSON files."""
+    if args.save_img:
+        drawn = draw_predictions(model, frame.image, predictions)
+        if frame.is_video:
+            writer = videos.get(frame.path)
+            if writer is None:
+                target = out / f"{Path(frame.path).stem}.mp4"
+                writer = videos[frame.path] = VideoWriter(target, frame.fps or 25.0, drawn.size)
+            writer.write(drawn)
+        else:
+            drawn.save(out / Path(frame.path).name)
+    if args.save_txt:
+        lines = yolo_lines(predictions["detect"], frame.image.shape[:2])
+        (out / "labels").mkdir(exist_ok=True)
+        (out / "labels" / f"{frame.name}.txt").write_text("".join(f"{line}\n" for line in lines))
+    if args.save_json:
+        collected["results"][frame.name] = instance_records(model, frame, predictions)
+    if args.save_labels:
+        collected["image_labels"][frame.name] = image_fields(model, predictions)
+    if args.save_arrays:
+        for key, array in detection_arrays(model, predictions).items():
+            (out / key).mkdir(exist_ok=True)
+            np.save(out / key / f"{frame.name}.npy", array)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def training_image_size(checkpoint: dict, default: int = 640) -> int:
+    """The image size the checkpoint was trained at (``experiment.train.img_size``), else ``default``."""
+    experiment = checkpoint.get("experiment")
+    train = experiment.get("train") if isinstance(experiment, dict) else None
+    size = train.get("img_size") if isinstance(train, dict) else None
+    return int(size) if isinstance(size, int) and not isinstance(size, bool) and size > 0 else default
+
+
 def run_model_mode(args: argparse.Namespace) -> dict:
     """Evaluate a checkpoint on a dataset split; returns the per-task metrics."""
     from unified.checkpoint import load_safe
@@ -77,7 +85,10 @@ def run_model_mode(args: argparse.Namespace) -> dict:
             f"{model.info.class_names}: evaluate on a dataset with the same classes"
         )
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else list(model.tasks)
-    img = args.img or int(load_safe(args.weights).get("experiment", {}).get("train", {}).get("img_size", 640))
+    unknown = [t for t in tasks if t not in model.tasks]
+    if unknown:
+        raise ValueError(f"--tasks {unknown}: {args.weights} has the tasks {list(model.tasks)}")
+    img = args.img or training_image_size(load_safe(args.weights))
     loader = build_dataloader(
         MultiTaskDataset(records, img, False, info=model.info),
         args.batch_size,

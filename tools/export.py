@@ -29,6 +29,9 @@ from unified.export.onnx import check_onnx, export_onnx, simplify_onnx  # noqa: 
 from unified.model import load  # noqa: E402
 from unified.registry import RegistryError  # noqa: E402
 
+#: Opsets this graph exports to faithfully (Resize semantics since 11; the TorchScript exporter's newest).
+MIN_OPSET, MAX_OPSET = 11, 20
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--img", type=int, nargs="+", default=[640], metavar="H W", help="input size (default 640)"
     )
     p.add_argument("--out", help="ONNX file (default: the weights' name with .onnx)")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 11..20 (default 17)")
     p.add_argument(
         "--simplify-off", dest="simplify", action="store_false", help="skip onnxsim simplification"
     )
@@ -49,6 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if len(args.img) not in (1, 2):
         p.error("--img takes one size or two (height width)")
+    if any(size <= 0 for size in args.img):
+        p.error(f"--img sizes must be positive (multiples of the model's largest stride), got {args.img}")
+    if not MIN_OPSET <= args.opset <= MAX_OPSET:
+        p.error(
+            f"--opset must be in {MIN_OPSET}..{MAX_OPSET}, got {args.opset}: from opset {MIN_OPSET} ONNX's Resize "
+            f"matches PyTorch's upsampling; {MAX_OPSET} is the newest the TorchScript exporter writes"
+        )
     return args
 
 

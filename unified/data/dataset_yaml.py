@@ -35,18 +35,21 @@ other.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from unified.config import ConfigError, check, from_dict, read_yaml
 from unified.data.formats import FORMATS, CocoSplit, PartContext, SplitLocation, check_part_kinds
-from unified.data.kinds import LABEL_KINDS, kind_order, label_kind
+from unified.data.kinds import INSTANCE_KIND, LABEL_KINDS, kind_order, label_kind
 from unified.data.readers import IdentityMap
 from unified.data.records import ImageRecord
 from unified.data.validate import DataError, ProblemLog
 from unified.registry import RegistryError
 from unified.structures import DatasetInfo
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
@@ -153,6 +156,20 @@ def _from_official_yolo(raw: dict, path: str | Path) -> dict:
     return {"names": [str(n) for n in names], "parts": [part]}
 
 
+def _warn_if_unlabelled(path: Path, part: Any, split: str, records: list[ImageRecord]) -> None:
+    """A part whose images all lack the instances it declares is almost always labels in the wrong place
+    (or every label file empty): say so, since training on it learns that nothing is ever there."""
+    if not records or INSTANCE_KIND not in part.label_kinds:
+        return
+    if any(len(record.labels.get(INSTANCE_KIND, ())) for record in records):
+        return
+    logger.warning(
+        "%s: part %r, split %r: none of its %d images has a box (every label file empty, or the labels "
+        "are not where the %s format looks for them)",
+        path, part.name, split, len(records), part.format,
+    )  # fmt: skip
+
+
 def load_dataset_yaml(
     path: str | Path,
     split: str,
@@ -195,6 +212,7 @@ def load_dataset_yaml(
             log.add(
                 "empty_split", f"{path}: part {part.name!r}", f"split {split!r} holds no valid image", "image"
             )
+        _warn_if_unlabelled(path, part, split, part_records)
         records.extend(part_records)
     if used_parts == 0:
         log.add("empty_split", str(path), f"no part has a {split!r} split", "image")

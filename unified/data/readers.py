@@ -35,6 +35,7 @@ from __future__ import annotations
 import configparser
 import json
 import math
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -272,21 +273,20 @@ def _int_or(value: Any, default: int) -> int:
 
 
 def list_images(sources: Sequence[Path], log: ProblemLog, where: str) -> list[Path]:
-    """Image files from folders (searched recursively), ``.txt`` lists or single image paths.
+    """Image files from folders (searched recursively, following links to folders), ``.txt`` lists or
+    single image paths.
 
-    Lines of a list file are relative to the list file's folder unless absolute (``./`` allowed).
+    Lines of a list file are relative to the list file's folder unless absolute (``./`` allowed). A file
+    listed twice is a ``duplicate_image`` problem naming both lines (with ``skip_invalid`` it is kept
+    once).
     """
     found: list[Path] = []
     for source in sources:
         source = Path(source)
         if source.is_dir():
-            found.extend(sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+            found.extend(images_under(source))
         elif source.suffix.lower() == ".txt" and source.is_file():
-            for line in read_lines(source, log, "the image list") or []:
-                line = line.strip()
-                if line:
-                    path = Path(line)
-                    found.append(path if path.is_absolute() else source.parent / path)
+            found.extend(_listed_images(source, log))
         elif source.suffix.lower() in IMAGE_SUFFIXES and source.exists():
             found.append(source)
         else:
@@ -296,6 +296,45 @@ def list_images(sources: Sequence[Path], log: ProblemLog, where: str) -> list[Pa
                 f"{source} is neither an image folder, a .txt list nor an image",
                 skips="image",
             )
+    return found
+
+
+def images_under(folder: Path) -> list[Path]:
+    """Every image below ``folder``, sorted, through linked folders too; a link back to a folder already
+    walked (a loop) is not entered again."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        found.extend(Path(root) / name for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(found)
+
+
+def _listed_images(listing: Path, log: ProblemLog) -> list[Path]:
+    """The images a ``.txt`` list names, once each."""
+    found: list[Path] = []
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(read_lines(listing, log, "the image list") or [], start=1):
+        line = line.strip()
+        if not line:
+            continue
+        path = Path(line) if Path(line).is_absolute() else listing.parent / line
+        key = os.path.normpath(path)
+        if key in first_line:
+            log.add(
+                "duplicate_image",
+                f"{listing}, line {number}",
+                f"{line} is listed again (first on line {first_line[key]}); each image is read once",
+                skips="image",
+            )
+            continue
+        first_line[key] = number
+        found.append(path)
     return found
 
 

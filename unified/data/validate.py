@@ -20,6 +20,8 @@ Kinds of problem (the ``kind`` of a :class:`Problem`):
 ``bad_row``               a text row with missing columns or values that are not numbers
 ``image_missing``         the image file does not exist
 ``image_corrupt``         the image file is empty, truncated, unreadable, or not the size the annotation says
+                          (the size as shown, after the image's EXIF orientation)
+``duplicate_image``       an image list names the same file twice (skipped: the file is read once)
 ``frame_out_of_range``    a MOT frame number below 1 or beyond the sequence length
 ``bad_file``              an annotation file that cannot be parsed at all (bad JSON, bad seqinfo.ini)
 ``empty_split``           a split with no images (never skipped: it always raises)
@@ -199,7 +201,8 @@ def check_box(
 def check_image(
     path: Path, where: str, log: ProblemLog, expected_size: tuple[int, int] | None = None
 ) -> tuple[int, int] | None:
-    """Cheaply check that an image exists and is readable; return its ``(width, height)``.
+    """Cheaply check that an image exists and is readable; return its ``(width, height)`` as shown (after
+    its EXIF orientation, as :func:`unified.data.image_io.load_rgb` decodes it).
 
     Reads the header for the size, then looks for truncation: PNG files are verified chunk by chunk
     (CRCs up to IEND); JPEG files must end with the end-of-image marker; other formats get PIL's
@@ -222,11 +225,14 @@ def check_image(
     if size_bytes == 0:
         log.add("image_corrupt", where, f"image {path} is an empty file", skips="image")
         return None
+    from unified.data.image_io import oriented_size  # image_io needs this module's DataError
+
     try:
         with Image.open(path) as image:
-            size = image.size
+            size = oriented_size(image)  # labels are in the frame the EXIF orientation shows
             fmt = image.format
-            image.verify()
+        with Image.open(path) as image:
+            image.verify()  # must come straight after open: reading the EXIF block first upsets it
         if fmt == "JPEG":
             with open(path, "rb") as handle:
                 handle.seek(-2, 2)

@@ -7,6 +7,7 @@ raises :class:`MissingDependencyError` with that instruction.
 from __future__ import annotations
 
 import glob as globlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import Any
 import numpy as np
 
 from unified.data.image_io import load_rgb
+from unified.data.validate import DataError
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -97,17 +101,30 @@ def read_video(path: str | Path) -> Iterator[tuple[np.ndarray, float]]:
             yield frame.to_ndarray(format="rgb24"), fps
 
 
-def iter_frames(source: str | Path) -> Iterator[Frame]:
-    """Every image of ``source`` in order; videos expand into their frames."""
+def iter_frames(source: str | Path, skipped: list[str] | None = None) -> Iterator[Frame]:
+    """Every image of ``source`` in order; videos expand into their frames.
+
+    An image file that cannot be decoded is skipped with a warning naming it (and appended to
+    ``skipped`` when given), so that one bad file among thousands loses nothing else; without
+    ``skipped`` it raises :class:`~unified.data.validate.DataError`.
+    """
     index = 0
     for path in resolve_source(source):
         if path.suffix.lower() in VIDEO_SUFFIXES:
             for number, (image, fps) in enumerate(read_video(path), start=1):
                 yield Frame(image, str(path), f"{path.stem}_{number:06d}", index, number, fps)
                 index += 1
-        else:
-            yield Frame(np.asarray(load_rgb(path)), str(path), path.stem, index)
-            index += 1
+            continue
+        try:
+            image = np.asarray(load_rgb(path))
+        except DataError as exc:
+            if skipped is None:
+                raise
+            logger.warning("skipped %s", exc)
+            skipped.append(str(exc))
+            continue
+        yield Frame(image, str(path), path.stem, index)
+        index += 1
 
 
 def sequence_frames(source: str | Path) -> Iterator[Frame]:
