@@ -16,7 +16,8 @@ from unified.config import check
 from unified.data.kinds.ignore import ignored
 from unified.drawing import color, draw_labelled_boxes
 from unified.evaluation.coco import CocoDetectionEvaluator
-from unified.evaluation.plots import plot_per_class_ap, plot_pr_curve
+from unified.evaluation.confusion import ConfusionMatrix
+from unified.evaluation.plots import plot_class_bars, plot_confusion_matrix, plot_f1_curve, plot_pr_curve
 from unified.implicit import ImplicitForm
 from unified.losses.assign import YoloAssignment
 from unified.losses.yolo import DetectionLossConfig, YoloDetectionLoss
@@ -96,11 +97,15 @@ class DetectionCells:
 
 
 class DetectionEvaluator(Evaluator):
-    """COCO mAP (pycocotools) over the images that carry box labels."""
+    """COCO mAP (pycocotools) over the images that carry box labels, and a confusion matrix for the plots."""
+
+    #: Confidence and IoU of the confusion matrix's matches (those of a deployed detector, not of mAP).
+    CONFUSION_CONF, CONFUSION_IOU = 0.25, 0.45
 
     def __init__(self, class_names: Sequence[str]) -> None:
         self.class_names = list(class_names)
         self.coco = CocoDetectionEvaluator(class_names)
+        self.confusion = ConfusionMatrix(len(self.class_names), self.CONFUSION_CONF, self.CONFUSION_IOU)
         self.result = None
 
     def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
@@ -114,34 +119,33 @@ class DetectionEvaluator(Evaluator):
                 meta["image_id"], boxes, classes, height=height, width=width, crowd=ignored_in_image(batch, i)
             )
             pred = predictions["detect"][i]
-            self.coco.add_predictions(
-                meta["image_id"],
-                pred["boxes"].cpu().numpy(),
-                pred["scores"].cpu().numpy(),
-                pred["classes"].cpu().numpy(),
-            )
+            found = [pred[key].cpu().numpy() for key in ("boxes", "scores", "classes")]
+            self.coco.add_predictions(meta["image_id"], *found)
+            self.confusion.update(boxes, classes, *found, crowd=ignored_in_image(batch, i))
 
     def compute(self) -> dict[str, float]:
         self.result = self.coco.compute()
         return dict(self.result.metrics)
 
     def save_plots(self, directory: Path) -> list[Path]:
-        """PR curves (IoU 0.5), per-class AP and the COCO results JSON of the last ``compute``."""
+        """Of the last ``compute``: ``PR_curve.png`` and ``F1_curve.png`` (IoU 0.5), ``confusion_matrix.png``,
+        ``AP_per_class.png`` (AP50 and AP50-95) and the COCO results JSON ``detect_predictions.json``."""
         if self.result is None:
             return []
         directory.mkdir(parents=True, exist_ok=True)
+        r, names = self.result, self.class_names
+        matches = f"confidence >= {self.CONFUSION_CONF}, IoU >= {self.CONFUSION_IOU}"
         return [
-            plot_pr_curve(
-                self.result.recall_thresholds,
-                self.result.precision,
-                self.class_names,
-                directory / "detect_pr_curve.png",
-            ),
-            plot_per_class_ap(
-                self.result.per_class_ap, self.class_names, directory / "detect_per_class_ap.png"
-            ),
+            plot_pr_curve(r.recall_thresholds, r.precision, names, directory / "PR_curve.png",
+                          title="Detection: precision-recall at IoU 0.5 (AP50)"),
+            plot_f1_curve(r.confidence, r.precision_at_confidence, r.recall_at_confidence, names,
+                          directory / "F1_curve.png", title="Detection: F1 against confidence at IoU 0.5"),
+            plot_confusion_matrix(self.confusion.matrix, names, directory / "confusion_matrix.png",
+                                  title=f"Detection: confusion matrix ({matches})"),
+            plot_class_bars({"AP50": r.per_class_ap50, "AP50-95": r.per_class_ap}, names,
+                            directory / "AP_per_class.png", "Detection: AP50 and AP50-95 per class", "AP"),
             self.coco.write_results(directory / "detect_predictions.json"),
-        ]
+        ]  # fmt: skip
 
 
 @TASKS.register("detect")
@@ -151,6 +155,7 @@ class DetectTask(Task):
     name = "detect"
     config_class = DetectConfig
     label_kinds = ("boxes",)
+    summary_metrics = ("AP50", "AP")
     cfg: DetectConfig
 
     def build_head(
@@ -225,13 +230,23 @@ class DetectTask(Task):
         return results
 
     def draw(self, canvas: Any, predictions: ImagePredictions) -> Any:
+        """Boxes tagged with class and score (class alone for ground truth, which has no scores)."""
         det = predictions[self.name]
         classes = det["classes"].tolist()
         names = self.info.class_names
+        scores = det["scores"].tolist() if "scores" in det else [None] * len(classes)
         labels = [
-            f"{names[c] if c < len(names) else c} {s:.2f}" for c, s in zip(classes, det["scores"].tolist())
+            f"{names[c] if c < len(names) else c}" + ("" if s is None else f" {s:.2f}")
+            for c, s in zip(classes, scores)
         ]
         return draw_labelled_boxes(canvas, det["boxes"].tolist(), labels, [color(c) for c in classes])
+
+    def ground_truth(self, batch: dict[str, Any], index: int) -> dict[str, Any] | None:
+        """``boxes`` (xyxy, original pixels) and ``classes`` of the image's labelled boxes."""
+        if not bool(self.label_mask(batch)[index]):
+            return None
+        boxes, classes, _ = ground_truth_in_original(batch, index)
+        return {"boxes": torch.from_numpy(boxes).float(), "classes": torch.from_numpy(classes)}
 
     def instance_fields(self, predictions: ImagePredictions) -> list[dict[str, Any]]:
         """COCO result fields: ``category_id`` (the class index), ``bbox`` ``[x, y, w, h]`` in original

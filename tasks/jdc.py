@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 from unified.config import check
 from unified.drawing import draw_text_block
 from unified.evaluation.multilabel import MultiLabelEvaluator
+from unified.evaluation.plots import plot_class_bars
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after, implicit_constant
 from unified.models.fuse import Fusable
 from unified.task import TASKS, Evaluator, FeatureShape, ImagePredictions, StepContext, Task, TaskConfig
@@ -93,6 +95,7 @@ class ClassificationEvaluator(Evaluator):
     def __init__(self, task: JDCTask) -> None:
         self.task = task
         self.inner = MultiLabelEvaluator(task.info.image_label_names, task.cfg.threshold)
+        self.metrics: dict[str, float] | None = None
 
     def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
         mask = self.task.label_mask(batch)
@@ -102,7 +105,21 @@ class ClassificationEvaluator(Evaluator):
         self.inner.update(scores, batch["image_labels"].cpu().numpy(), mask.cpu().numpy())
 
     def compute(self) -> dict[str, float]:
-        return self.inner.compute()
+        self.metrics = self.inner.compute()
+        return self.metrics
+
+    def save_plots(self, directory: Path) -> list[Path]:
+        """``jdc_AP_per_label.png``: each image label's AP and F1 (at the task's threshold) of the last
+        :meth:`compute`."""
+        if self.metrics is None:
+            return []
+        names, m = self.task.info.image_label_names, self.metrics
+        series = {
+            "AP": [m.get(f"AP/{n}", float("nan")) for n in names],
+            f"F1 at score {self.task.cfg.threshold:g}": [m.get(f"F1/{n}", float("nan")) for n in names],
+        }
+        title = f"Image labels: AP and F1 per label (mAP {m.get('mAP', float('nan')):.3f})"
+        return [plot_class_bars(series, names, directory / "jdc_AP_per_label.png", title, "AP, F1")]
 
 
 @TASKS.register("jdc")
@@ -115,6 +132,7 @@ class JDCTask(Task):
     label_kinds = ("image_labels",)
     draw_layer = 2
     image_keys = ("labels", "scores")
+    summary_metrics = ("mAP", "F1")
     cfg: JDCConfig
 
     def build_head(
@@ -150,9 +168,20 @@ class JDCTask(Task):
         ]
 
     def draw(self, canvas: Any, predictions: ImagePredictions) -> Any:
+        """The image's labels with their scores (names alone for ground truth, which has no scores)."""
         result = predictions[self.name]
-        names, scores = self.info.image_label_names, result["scores"].tolist()
-        return draw_text_block(canvas, [f"{names[i]} {scores[i]:.2f}" for i in result["labels"].tolist()])
+        names = self.info.image_label_names
+        scores = result["scores"].tolist() if "scores" in result else None
+        lines = [
+            names[i] + ("" if scores is None else f" {scores[i]:.2f}") for i in result["labels"].tolist()
+        ]
+        return draw_text_block(canvas, lines)
+
+    def ground_truth(self, batch: dict[str, Any], index: int) -> dict[str, Any] | None:
+        """``labels``: the indices of the image's labels."""
+        if not bool(self.label_mask(batch)[index]):
+            return None
+        return {"labels": torch.nonzero(batch["image_labels"][index] > 0).flatten().cpu()}
 
     def image_fields(self, predictions: ImagePredictions) -> dict[str, Any]:
         """``labels``: the names scoring at least the threshold; ``scores``: every label's score."""

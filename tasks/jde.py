@@ -15,6 +15,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,9 @@ from torchvision.ops import box_iou
 
 from unified.config import check
 from unified.evaluation.coco import CocoDetectionEvaluator
-from unified.evaluation.embedding import EmbeddingEvaluator
+from unified.evaluation.embedding import EmbeddingEvaluator, tpr_far_curve
 from unified.evaluation.mot import MotEvaluator
+from unified.evaluation.plots import plot_tpr_far
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable, fuse_conv_bn
 from unified.task import TASKS, Evaluator, FeatureShape, ImagePredictions, StepContext, Task, TaskConfig
@@ -124,6 +126,7 @@ class JDEEvaluator(Evaluator):
         self.coco = CocoDetectionEvaluator(task.info.class_names)
         self.embeddings = EmbeddingEvaluator()
         self.frames: dict[str, list[tuple[int, dict[str, np.ndarray]]]] = defaultdict(list)
+        self.reported: dict[str, float] | None = None  # the embedding metrics of the last compute
 
     def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
         mask = self.task.label_mask(batch)
@@ -168,12 +171,25 @@ class JDEEvaluator(Evaluator):
                     )
                 )
 
+    def save_plots(self, directory: Path) -> list[Path]:
+        """``jde_TPR_FAR_curve.png``: the embeddings' TPR against FAR over every pair of matched objects
+        of the last :meth:`compute`, with the reported TPR@FAR points."""
+        if self.reported is None:
+            return []
+        fars, tprs = tpr_far_curve(*self.embeddings.similarities)
+        positives, negatives = (len(s) for s in self.embeddings.similarities)
+        marks = {far: self.reported.get(f"TPR@FAR={far:g}", float("nan")) for far in self.embeddings.fars}
+        label = f"{positives} same-identity, {negatives} other-identity pairs"
+        path = directory / "jde_TPR_FAR_curve.png"
+        return [plot_tpr_far(fars, tprs, path, "Embeddings: TPR against FAR", marks, label)]
+
     def compute(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
         detection = self.coco.compute().metrics
         metrics["AP50"] = detection["AP50"]
         metrics["AP"] = detection["AP"]
-        metrics.update({k: v for k, v in self.embeddings.compute().items() if k.startswith("TPR@")})
+        self.reported = {k: v for k, v in self.embeddings.compute().items() if k.startswith("TPR@")}
+        metrics.update(self.reported)
         if self.frames:
             mot = MotEvaluator()
             for sequence, frames in sorted(self.frames.items()):
@@ -205,6 +221,7 @@ class JDETask(Task):
     requires = ("detect",)
     label_kinds = ("identities",)
     array_keys = ("embeddings",)
+    summary_metrics = ("TPR@FAR=0.01", "MOTA", "IDF1")
     cfg: JDEConfig
 
     def __init__(self, cfg: JDEConfig, info: Any, requirements: dict[str, Task]) -> None:

@@ -63,7 +63,7 @@ from unified.data.readers import label_path_for, list_images, read_lines
 from unified.data.records import ImageRecord
 from unified.data.validate import BOX_TOLERANCE_PX, ProblemLog, check_box, check_image, is_integer_value
 from unified.drawing import draw_keypoints
-from unified.evaluation.coco import CocoStats, coco_stats
+from unified.evaluation.coco import CocoStats, coco_stats, no_detection_stats
 from unified.evaluation.plots import plot_pr_curve
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable
@@ -620,6 +620,8 @@ class PoseEvaluator(Evaluator):
     def compute(self) -> dict[str, float]:
         keypointed = [a for a in self.gt["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]]
         if not keypointed or not self.results:
+            if keypointed:  # still drawn: a flat curve says "found nothing"
+                self.measured = no_detection_stats(self.gt, keypointed)
             return {
                 "AP": float("nan") if not keypointed else 0.0,
                 "AP50": float("nan") if not keypointed else 0.0,
@@ -635,7 +637,7 @@ class PoseEvaluator(Evaluator):
         directory.mkdir(parents=True, exist_ok=True)
         curve = plot_pr_curve(
             self.measured.recall, self.measured.precision50, self.task.info.class_names,
-            directory / "pose_pr_curve.png", title="Keypoints: precision-recall (OKS 0.5)",
+            directory / "pose_PR_curve.png", title="Keypoints: precision-recall at OKS 0.5 (AP50)",
         )  # fmt: skip
         results = directory / "pose_predictions.json"
         results.write_text(json.dumps(self.results))
@@ -662,6 +664,7 @@ class PoseTask(Task):
     requires = ("detect",)
     label_kinds = ("keypoints",)
     draw_layer = 1
+    summary_metrics = ("AP50", "AP")
     cfg: PoseConfig
 
     def __init__(self, cfg: PoseConfig, info: DatasetInfo, requirements: dict[str, Task]) -> None:
@@ -733,6 +736,18 @@ class PoseTask(Task):
     def draw(self, canvas: Any, predictions: ImagePredictions) -> Any:
         points = predictions[self.name]["keypoints"].numpy()
         return draw_keypoints(canvas, points, self.cfg.visible_threshold, self.options.skeleton or ())
+
+    def ground_truth(self, batch: dict[str, Any], index: int) -> dict[str, Any] | None:
+        """``keypoints`` ``(n, K, 3)``: the labelled points in original pixels, score 1 where labelled."""
+        if not bool(self.label_mask(batch)[index]):
+            return None
+        height, width = batch["images"].shape[-2:]
+        points = batch["keypoints"].cpu()[(batch["boxes"][:, 0] == index).cpu()].double()
+        points[..., 0] *= width
+        points[..., 1] *= height
+        points = _to_original(points, batch["meta"][index])
+        points[..., 2] = (points[..., 2] > 0).double()
+        return {"keypoints": points.float()}
 
     def instance_fields(self, predictions: ImagePredictions) -> list[dict[str, Any]]:
         """``keypoints``: ``[x1, y1, s1, ..., xK, yK, sK]`` in original pixels with each keypoint's

@@ -144,3 +144,13 @@ def test_tasks_kinds_and_formats_of_installed_plugins_come_from_one_group():
         == FORMATS.entry_point_group
         == "unified.tasks"
     )
+
+
+def test_installed_names_leave_out_what_a_script_registered(fake_package):
+    from unified.task import TASKS
+
+    installed = TASKS.installed_names()
+    assert {"detect", "jdc", "jde", "pose", "segment"} <= set(installed)
+    importlib.import_module("tests.plugins.landmark_task")  # registered on the fly, not installed
+    assert "landmark" in TASKS.names() and "landmark" not in TASKS.installed_names()
+    assert "sprocket" in fake_package(PLUGIN).installed_names()  # an installed package's entry point

@@ -49,7 +49,7 @@ def test_a_checkout_imports_unified_tasks_without_the_editable_finder():
 def test_setup_cfg_installs_tasks_as_unified_tasks_and_declares_its_modules():
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
-    assert cfg["options"]["package_dir"].split() == ["unified.tasks", "=", "tasks"]
+    assert cfg["options"]["package_dir"].split() == "unified.tasks = tasks unified.configs = configs".split()
     assert cfg["options.packages.find"]["include"].split() == ["unified", "unified.*"]
     declared = dict(
         line.replace(" ", "").split("=")

@@ -1,94 +1,16 @@
 #!/usr/bin/env python3
 """Export a unified model to ONNX (fused, decode in the graph, dynamic batch) and check it in onnxruntime.
 
-    python tools/export.py --weights best.pt --img 640 640 --out best.onnx
-
-Outputs, in order: ``decoded`` (B, N, 5 + nc) xywh in input pixels with objectness and class scores, then
-each task's own (``Task.export_outputs``): ``jdc_scores`` (B, L), ``jde_embeddings`` (B, N, D),
-``segment_coefficients`` (B, N, P) with ``segment_protos`` (B, P, Hp, Wp), ``pose_keypoints`` (B, N, K, 3),
-the per-detection ones row for row with ``decoded`` (see unified/export/onnx.py). NMS is not in the graph: run
-``unified.export.onnx.postprocess_decoded(decoded, conf, iou)`` (or any NMS, score = objectness ×
-class) on the output, then map boxes out of the letterbox with ``unified.ops.boxes.letterbox_to_original``.
-Class names, strides and the input size are stored in the ONNX metadata.
-
-Needs the 'export' extra: pip install 'unified[export]' (onnx, onnxruntime).
+``unified export`` with the same flags (the command lives in ``unified/commands/export.py``); this script runs
+it from a checkout, installed or not. ``python tools/export.py --help`` lists the flags.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unified.checkpoint import CheckpointError  # noqa: E402
-from unified.cli import add_plugins_argument  # noqa: E402
-from unified.config import ConfigError  # noqa: E402
-from unified.export.onnx import check_onnx, export_onnx, simplify_onnx  # noqa: E402
-from unified.model import load  # noqa: E402
-from unified.registry import RegistryError  # noqa: E402
-
-#: Opsets this graph exports to faithfully (Resize semantics since 11; the TorchScript exporter's newest).
-MIN_OPSET, MAX_OPSET = 11, 20
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True, help="unified checkpoint")
-    p.add_argument(
-        "--img", type=int, nargs="+", default=[640], metavar="H W", help="input size (default 640)"
-    )
-    p.add_argument("--out", help="ONNX file (default: the weights' name with .onnx)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 11..20 (default 17)")
-    p.add_argument(
-        "--simplify-off", dest="simplify", action="store_false", help="skip onnxsim simplification"
-    )
-    p.add_argument("--no-check", dest="check", action="store_false", help="skip the onnxruntime comparison")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="largest error the check accepts (1e-4)")
-    p.add_argument("--raw", action="store_true", help="also output the per-level detection logits")
-    p.add_argument("--no-fuse", dest="fuse", action="store_false", help="export without folding BN/implicit")
-    add_plugins_argument(p)
-    args = p.parse_args(argv)
-    if len(args.img) not in (1, 2):
-        p.error("--img takes one size or two (height width)")
-    if any(size <= 0 for size in args.img):
-        p.error(f"--img sizes must be positive (multiples of the model's largest stride), got {args.img}")
-    if not MIN_OPSET <= args.opset <= MAX_OPSET:
-        p.error(
-            f"--opset must be in {MIN_OPSET}..{MAX_OPSET}, got {args.opset}: from opset {MIN_OPSET} ONNX's Resize "
-            f"matches PyTorch's upsampling; {MAX_OPSET} is the newest the TorchScript exporter writes"
-        )
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    size = (args.img[0], args.img[-1])
-    out = Path(args.out) if args.out else Path(args.weights).with_suffix(".onnx")
-    try:
-        model = load(args.weights, plugins=args.plugins)
-        if args.fuse:
-            model.fuse()
-        path, names = export_onnx(
-            model, out, size, opset=args.opset, raw=args.raw, metadata={"weights": str(args.weights)}
-        )
-        print(f"exported {args.weights} -> {path} ({size[0]}x{size[1]}, dynamic batch, opset {args.opset})")
-        print(f"  outputs: {', '.join(names)}")
-        if args.simplify:
-            print(f"  {simplify_onnx(path)}")
-        if args.check:
-            report = check_onnx(path, model, size, tolerance=args.tolerance, raw=args.raw)
-            print(f"  {report.summary()}")
-            if not report.ok:
-                return 1
-    # ImportError: a missing optional dependency (MissingDependencyError) or a --plugins module that does
-    # not import; RegistryError: a task of the checkpoint that no imported module registers.
-    except (ConfigError, CheckpointError, ImportError, RegistryError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
+from unified.commands.export import main, parse_args  # noqa: E402, F401
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,107 +1,16 @@
+#!/usr/bin/env python3
 """Run the multi-object tracker and write a MOTChallenge result file.
 
-    python tools/track.py --detections det.txt --out result.txt [--tracker-config t.yaml] [key=value ...]
-    python tools/track.py --weights W --source SEQ_DIR|video --out result.txt      (model mode)
-    python tools/track.py --weights W --source SEQ_DIR --out result.txt --plugins mypkg.tasks   (plugin tasks)
-
-Detection mode tracks a MOTChallenge detection file (``frame,-1,x,y,w,h,conf,...``; columns after the
-10th, if any, are per-detection embeddings) with the tracker alone and writes
-``frame,id,x,y,w,h,conf,-1,-1,-1`` rows. ``key=value`` arguments override tracker settings
-(``TrackerConfig``), e.g. ``high_thresh=0.4 lost_buffer=60``. Frames are whole numbers from 1 to
-2,147,483,647; the time taken follows the rows of the file, not its largest frame number.
+``unified track`` with the same flags (the command lives in ``unified/commands/track.py``); this script runs
+it from a checkout, installed or not. ``python tools/track.py --help`` lists the flags.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unified.cli import add_plugins_argument  # noqa: E402
-from unified.config import ConfigError, load_config  # noqa: E402
-from unified.tracking import TrackerConfig  # noqa: E402
-from unified.tracking.mot_io import read_mot_detections, track_frames, write_mot_results  # noqa: E402
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--detections", type=Path, help="MOTChallenge detection file (tracker-only mode)")
-    mode.add_argument("--weights", type=Path, help="unified checkpoint (model mode: detect, embed, track)")
-    parser.add_argument("--source", help="model mode: a sequence folder (img1/ or images) or a video file")
-    parser.add_argument("--out", type=Path, required=True, help="MOTChallenge result file to write")
-    parser.add_argument("--img", type=int, default=640, help="model mode: inference image size")
-    parser.add_argument("--tracker-config", type=Path, help="YAML with TrackerConfig fields")
-    add_plugins_argument(parser, prefix="model mode: ", suffix="; key=value settings go before --plugins")
-    parser.add_argument("overrides", nargs="*", help="tracker settings as key=value (e.g. high_thresh=0.4)")
-    args = parser.parse_args(argv)
-    if args.detections is not None and args.plugins:
-        parser.error("--plugins belongs to model mode (--weights); the tracker alone runs no task")
-    # --plugins takes every word after it, so settings written after it would be read as module paths.
-    misplaced = [p for p in args.plugins if "=" in p]
-    if misplaced:
-        parser.error(
-            f"{misplaced[0]!r} after --plugins is a setting, not a module: put key=value before --plugins"
-        )
-    if args.weights is not None and args.source is None:
-        parser.error("--weights needs --source (a sequence folder or a video)")
-    if args.detections is not None and args.source is not None:
-        parser.error("--source belongs to model mode (--weights); --detections already gives the input")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        config = load_config(TrackerConfig, args.tracker_config, overrides=args.overrides)
-    except ConfigError as exc:
-        print(f"error: tracker config: {exc}", file=sys.stderr)
-        return 2
-    if args.weights is not None:
-        return track_with_model(args, config)
-    try:
-        frames = read_mot_detections(args.detections)
-        results = list(track_frames(frames, config))
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    write_mot_results(args.out, results)
-    tracks = {t.track_id for _, active in results for t in active}
-    rows = sum(len(active) for _, active in results)
-    # Empty frames after the last track is gone are skipped, not yielded: the sequence runs to the last frame.
-    length = frames[-1].frame if frames else 0
-    print(f"{args.detections}: {length} frames, {len(tracks)} tracks, {rows} rows -> {args.out}")
-    return 0
-
-
-# -- model mode (unified.inference) -------------------------------------------------------------------------
-def track_with_model(args: argparse.Namespace, config: TrackerConfig) -> int:
-    """Model mode: detect (and embed, with a ``jde`` model) every frame of ``--source``, track, write MOT rows.
-
-    The work is ``unified.inference.track_source``.
-    """
-    from unified.checkpoint import CheckpointError
-    from unified.inference import SourceError, track_source
-    from unified.model import load
-    from unified.registry import RegistryError
-
-    try:
-        model = load(args.weights, plugins=args.plugins).for_inference()
-        results = list(track_source(model, args.source, config, img_size=args.img))
-    # ImportError: a missing optional dependency (MissingDependencyError) or a --plugins module that does
-    # not import; RegistryError: a task of the checkpoint that no imported module registers.
-    except (CheckpointError, ConfigError, SourceError, ImportError, RegistryError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    write_mot_results(args.out, results)
-    tracks = {t.track_id for _, active in results for t in active}
-    print(f"{args.source}: {len(results)} frames, {len(tracks)} tracks -> {args.out}")
-    return 0
-
+from unified.commands.track import main, parse_args, track_with_model  # noqa: E402, F401
 
 if __name__ == "__main__":
     raise SystemExit(main())

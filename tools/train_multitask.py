@@ -1,114 +1,16 @@
 #!/usr/bin/env python3
 """Train (and evaluate) a unified multi-task model.
 
-    python tools/train_multitask.py --config configs/experiments/synthetic.yaml --tasks detect,jdc,jde
-    torchrun --nproc_per_node 2 tools/train_multitask.py --config ... --device 0,1
-    python tools/train_multitask.py --resume runs/train/exp      # continue a stopped run exactly
-
-Any ``key.sub=value`` after the flags overrides the experiment config (e.g. ``balancer.name=uncertainty``).
+``unified train`` with the same flags (the command lives in ``unified/commands/train.py``); this script runs
+it from a checkout, installed or not. ``python tools/train_multitask.py --help`` lists the flags.
 """
 
-from __future__ import annotations
-
-import argparse
-import signal
 import sys
-import threading
 from pathlib import Path
 
-from unified.checkpoint import CheckpointError
-from unified.config import ConfigError
-from unified.data.validate import DataError
-from unified.engine.experiment import load_experiment
-from unified.engine.launch import experiment_from_checkpoint, flags_to_overrides, run_training
-from unified.engine.resume import find_resume_checkpoint
-from unified.engine.trainer import NonFiniteLossError
-from unified.registry import RegistryError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="experiment YAML (configs/experiments/*.yaml)")
-    p.add_argument("--tasks", help="comma-separated tasks, e.g. detect,jdc,jde")
-    p.add_argument("--data", help="dataset YAML")
-    p.add_argument("--model", help="model YAML (configs/models/*.yaml)")
-    p.add_argument("--weights", help="initial weights (a unified checkpoint; convert official ones first)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="total batch size over all ranks")
-    p.add_argument("--img", type=int, help="training and evaluation image size")
-    p.add_argument("--device", help="cpu, 0, or 0,1")
-    p.add_argument("--workers", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--sync-bn", dest="sync_bn", action="store_true")
-    p.add_argument("--project")
-    p.add_argument("--name")
-    p.add_argument("--exist-ok", dest="exist_ok", action="store_true")
-    p.add_argument(
-        "--resume",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="RUN_OR_CHECKPOINT",
-        help="continue a run: its folder, a checkpoint in its weights/, or nothing for the newest under --project "
-        "(to train on from a loose checkpoint, start a new run with --weights)",
-    )
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bars (for logs)")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value")
-    return p.parse_args(argv)
-
-
-class _CtrlC:
-    """Remembers a Ctrl-C while still raising KeyboardInterrupt, so a failure it caused reads as one."""
-
-    def __init__(self) -> None:
-        self.seen = False
-
-    def __call__(self, signum: int, frame: object) -> None:
-        self.seen = True
-        signal.default_int_handler(signum, frame)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    ctrl_c = _CtrlC()
-    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
-        return _train(args, ctrl_c)
-    previous = signal.signal(signal.SIGINT, ctrl_c)
-    try:
-        return _train(args, ctrl_c)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _train(args: argparse.Namespace, ctrl_c: _CtrlC) -> int:
-    try:
-        if args.resume is not None:
-            checkpoint = find_resume_checkpoint(args.resume, args.project or "runs/train")
-            cfg = experiment_from_checkpoint(checkpoint)
-            run_training(cfg, resume_from=checkpoint, progress=args.progress)
-        else:
-            cfg = load_experiment(args.config, [*flags_to_overrides(args), *args.overrides])
-            run_training(cfg, progress=args.progress)
-    except (ConfigError, DataError, CheckpointError, RegistryError, OSError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)  # OSError: e.g. an unwritable project folder, a full disk
-        return 2
-    except NonFiniteLossError as exc:  # the run diverged; its message says what to try
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, RuntimeError) as exc:
-        # A Ctrl-C can reach a child (a loader worker starting up) before this process, which then
-        # fails with that child's death: still an interruption, not a bug.
-        if isinstance(exc, RuntimeError) and not ctrl_c.seen:
-            raise
-        print(
-            "interrupted: the last completed epoch's checkpoint (weights/last.pt) is intact; continue with "
-            "--resume RUN_FOLDER",
-            file=sys.stderr,
-        )
-        return 130
-    return 0
-
+from unified.commands.train import main, parse_args  # noqa: E402, F401
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    sys.exit(main())
+    raise SystemExit(main())

@@ -7,9 +7,10 @@ Everything draws on a PIL RGB image in original-image pixels; the tools call eac
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 
 def color(index: int) -> tuple[int, int, int]:
@@ -27,6 +28,22 @@ def line_width(canvas: Image.Image) -> int:
     return max(1, round(max(canvas.size) / 400))
 
 
+def text_size(canvas: Image.Image) -> int:
+    """Label text height in pixels, 2.5 % of the image's mean side (11 px at least, readable in thumbnails)."""
+    return max(11, round(0.025 * sum(canvas.size) / 2))
+
+
+@lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    # Pillow's bundled scalable font (with FreeType); without FreeType, its fixed bitmap font.
+    return ImageFont.load_default(size=size)
+
+
+def font(canvas: Image.Image) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The label font for ``canvas``, scaled with the image (:func:`text_size`)."""
+    return _font(text_size(canvas))
+
+
 def draw_labelled_boxes(
     canvas: Image.Image,
     boxes: Sequence[Sequence[float]],
@@ -35,12 +52,16 @@ def draw_labelled_boxes(
 ) -> Image.Image:
     """One rectangle per xyxy box with its label on a filled tag above it."""
     draw = ImageDraw.Draw(canvas)
-    width = line_width(canvas)
+    width, face = line_width(canvas), font(canvas)
     for box, label, rgb in zip(boxes, labels, colors):
         draw.rectangle(list(box), outline=rgb, width=width)
-        left, top = box[0], max(0.0, box[1] - 11)
-        draw.rectangle(draw.textbbox((left, top), label), fill=rgb)
-        draw.text((left, top), label, fill=(0, 0, 0))
+        _, _, x1, y1 = draw.textbbox((0, 0), label, font=face)  # text drawn at (0, 0) ends at (x1, y1)
+        # The tag sits on the box's top edge, inside the box where the image ends above it.
+        left, top = min(box[0], canvas.width - x1), box[1] - y1 - 2
+        top = top if top >= 0 else box[1]
+        tag = draw.textbbox((left, top), label, font=face)
+        draw.rectangle((tag[0] - 1, tag[1] - 1, tag[2] + 1, tag[3] + 1), fill=rgb)
+        draw.text((left, top), label, fill=(0, 0, 0), font=face)
     return canvas
 
 
@@ -90,11 +111,20 @@ def draw_text_block(canvas: Image.Image, lines: Sequence[str]) -> Image.Image:
     if not lines:
         return canvas
     draw = ImageDraw.Draw(canvas)
-    text = "\n".join(lines)
-    box = draw.multiline_textbbox((4, 4), text)
+    text, face = "\n".join(lines), font(canvas)
+    box = draw.multiline_textbbox((4, 4), text, font=face)
     draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(20, 20, 20))
-    draw.multiline_text((4, 4), text, fill=(255, 255, 255))
+    draw.multiline_text((4, 4), text, fill=(255, 255, 255), font=face)
     return canvas
 
 
-__all__ = ["color", "draw_keypoints", "draw_labelled_boxes", "draw_text_block", "line_width", "overlay_masks"]
+__all__ = [
+    "color",
+    "draw_keypoints",
+    "draw_labelled_boxes",
+    "draw_text_block",
+    "font",
+    "line_width",
+    "overlay_masks",
+    "text_size",
+]

@@ -149,6 +149,16 @@ class Registry(Generic[T]):
         self.get(name)
         return self._origins[name]
 
+    def installed_names(self) -> list[str]:
+        """Names registered by the default modules and the installed plugins (the entry-point group), not
+        those a script or test registered on the fly."""
+        modules = set(self._default_modules)
+        if self.entry_point_group:
+            from importlib.metadata import entry_points
+
+            modules |= {ep.value.split(":")[0] for ep in entry_points(group=self.entry_point_group)}
+        return [name for name in self.names() if self._origins[name] in modules]
+
     def names(self) -> list[str]:
         """All registered names, sorted."""
         self._load_defaults()

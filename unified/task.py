@@ -90,6 +90,9 @@ class Task(ABC):
     #: When :meth:`draw` runs, lowest first (ties in the model's order): regions (masks) -1, boxes 0,
     #: points 1, text 2, so that nothing hides what is drawn before it.
     draw_layer: ClassVar[int] = 0
+    #: Metrics of its evaluator that the per-epoch progress line and ``results.png`` show (empty: the
+    #: first three whose names hold no ``/``).
+    summary_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: TaskConfig, info: DatasetInfo, requirements: dict[str, Task]) -> None:
         self.cfg = cfg
@@ -144,6 +147,12 @@ class Task(ABC):
         :attr:`draw_layer`) and return it; helpers are in :mod:`unified.drawing`."""
         return canvas
 
+    def ground_truth(self, batch: dict[str, Any], index: int) -> dict[str, Any] | None:
+        """Image ``index`` of ``batch``: its labels for this task in the form of :meth:`postprocess`'s output
+        (original pixels by the batch's ``meta``; no scores), so that :meth:`draw` shows them; None (the
+        default) when the image carries none of them or the task shows none."""
+        return None
+
     def instance_fields(self, predictions: ImagePredictions) -> list[dict[str, Any]]:
         """JSON fields per kept detection, row for row with ``detect``'s (COCO result names: ``bbox``,
         ``segmentation``, ``keypoints`` ...), merged into one record per detection; ``[]`` for none."""
@@ -187,6 +196,7 @@ _CONTRACT = (
     "make_evaluator",
     "fitness",
     "draw",
+    "ground_truth",
     "instance_fields",
     "image_fields",
     "arrays",

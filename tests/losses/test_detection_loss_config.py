@@ -14,7 +14,7 @@ from unified.losses import DetectionLossConfig
     ("key", "value", "problem"),
     [
         ("box", -0.1, "a loss gain must be >= 0"),
-        ("cls", float("inf"), "a loss gain must be >= 0 and finite"),
+        ("cls", float("inf"), "expected a finite number, got inf"),
         ("obj_pw", 0.0, "a BCE positive weight must be > 0"),
         ("anchor_t", 1.0, "must be > 1"),
         ("fl_gamma", -1.0, "must be >= 0"),

@@ -139,7 +139,10 @@ def test_detect_errors_are_clear(tmp_path: Path, checkpoint: Path, capsys) -> No
     write_images(tmp_path / "in")
     base = ["--source", str(tmp_path / "in"), "--img", "64", "--out", str(tmp_path / "out")]
     assert detect.main(["--weights", str(detect_only), *base, "--save-embeddings"]) == 2
-    assert "--save-arrays needs a model with a task that gives them (registered: ['jde'])" in capsys.readouterr().err
+    assert (
+        "--save-arrays needs a model with a task that gives them (registered: ['jde'])"
+        in capsys.readouterr().err
+    )
     missing = [
         "--weights",
         str(checkpoint),

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from unified.benchmark.workloads import PAPER_MODEL, REPO
-
-MODELS = REPO / "configs" / "models"
+from unified.benchmark.workloads import MODELS, PAPER_MODEL
 
 
 @dataclass(frozen=True)

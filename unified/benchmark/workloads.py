@@ -25,18 +25,22 @@ from unified.engine.balancers import build_balancer
 from unified.engine.experiment import ExperimentConfig, load_experiment
 from unified.engine.trainer import Trainer, autocast_context, resolve_precision
 from unified.model import UnifiedModel, build_model
+from unified.packaged_configs import configs_root
 from unified.task import TASKS, DatasetInfo, resolve_tasks
 
 REPO = Path(__file__).resolve().parents[2]
+#: The packaged model YAMLs (the repository's configs/models in a checkout, installed ones otherwise).
+MODELS = configs_root() / "models"
 #: The demo experiment: its model, tasks, image size and batch are the demo workload.
-DEMO_EXPERIMENT = REPO / "configs" / "experiments" / "synthetic.yaml"
-PAPER_MODEL = REPO / "configs" / "models" / "yolor-p6-paper.yaml"
+DEMO_EXPERIMENT = configs_root() / "experiments" / "synthetic.yaml"
+PAPER_MODEL = MODELS / "yolor-p6-paper.yaml"
 
 
 def repo_path(path: str | Path) -> Path:
-    """``path`` as given when it exists, else relative to the repository (configs name repo-relative files)."""
+    """``path`` as given when it exists, else relative to the repository when there, else as given (a packaged
+    model's name, which the model loader resolves)."""
     p = Path(path)
-    return p if p.exists() or p.is_absolute() else REPO / p
+    return p if p.exists() or p.is_absolute() or not (REPO / p).exists() else REPO / p
 
 
 #: Dataset options of the paper workload's kinds: COCO's 17 person keypoints (the heaviest common pose
@@ -50,8 +54,9 @@ COCO_KIND_OPTIONS: dict[str, dict[str, Any]] = {
 
 
 def all_tasks() -> list[str]:
-    """Every registered task (the built-in ones and those of installed plugins): the multi-task row."""
-    return TASKS.names()
+    """Every installed task (the built-in ones and those of installed plugins, not tasks a script
+    registered on the fly): the multi-task row."""
+    return TASKS.installed_names()
 
 
 def task_kinds(tasks: Sequence[str]) -> tuple[str, ...]:
@@ -322,6 +327,7 @@ def compiled_inference(workload: InferenceWorkload) -> Callable[[], Any]:
 __all__ = [
     "DEMO_EXPERIMENT",
     "InferenceWorkload",
+    "MODELS",
     "PAPER_MODEL",
     "TrainWorkload",
     "build_inference",

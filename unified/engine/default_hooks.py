@@ -1,6 +1,8 @@
-"""The built-in hooks: evaluation, checkpoints, logging (tqdm, TensorBoard, results.csv), time budget.
+"""The built-in hooks: evaluation, checkpoints, logging (tqdm, TensorBoard, results.csv), the run's
+pictures, time budget.
 
-The weights' moving average is a hook too, in :mod:`unified.engine.ema`.
+The weights' moving average is a hook too, in :mod:`unified.engine.ema`; the per-epoch summary line in
+:mod:`unified.engine.progress`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from PIL import Image
+
 from unified.checkpoint import FORMAT, VERSION, CheckpointError, save_atomic
 from unified.config import to_dict
 from unified.distributed import barrier, broadcast_object
 from unified.engine.evaluate import run_evaluation
 from unified.engine.hooks import Hook
+from unified.evaluation.plots import plot_labels, plot_results, read_results
 
 if TYPE_CHECKING:
     from unified.engine.trainer import Trainer
@@ -55,6 +61,7 @@ class EvaluationHook(Hook):
             model = trainer.eval_model()
             # Evaluated in fp32 whatever the training precision, so metrics match tools/evaluate.py.
             s.metrics = run_evaluation(model, self.val_loader, trainer.device)
+            s.evaluated_epoch = s.epoch
             scores = [model.tasks[name].fitness(m) for name, m in s.metrics.items()]
             s.fitness = sum(scores) / len(scores) if scores else -math.inf
         barrier()
@@ -192,7 +199,8 @@ class LoggerHook(Hook):
         row: dict[str, Any] = {"epoch": s.epoch + 1, "lr": trainer.optimizer.param_groups[0]["lr"]}
         row.update({f"loss/{k}": v for k, v in s.epoch_means().items() if not k.startswith("weight/")})
         row.update({k: v for k, v in s.epoch_means().items() if k.startswith("weight/")})
-        metrics_epoch = s.metrics if s.metrics else {}
+        # Only an evaluated epoch has metrics: repeating older ones would draw plateaus in results.png.
+        metrics_epoch = s.metrics if s.metrics and s.evaluated_epoch == s.epoch else {}
         for task, metrics in metrics_epoch.items():
             row.update({f"{task}/{k}": v for k, v in metrics.items()})
         row["skipped_steps"] = s.skipped_steps
@@ -231,6 +239,69 @@ class LoggerHook(Hook):
             self.writer.close()
         # metrics.json is not written here: this also runs after a crash or a Ctrl-C, and the run's final
         # metrics are written by unified.engine.launch once the run has ended.
+
+
+class RunPicturesHook(Hook):
+    """The run folder's pictures (main rank): ``labels.jpg`` when the run starts, and once it has ended
+    (not after a crash or a Ctrl-C) ``results.png``, every evaluator's plots and the first validation batch
+    drawn (a last evaluation pass with ``plot_dir``, after the final checkpoint), all of them also in
+    TensorBoard under ``pictures/``.
+
+    Args:
+        run_dir: The run folder.
+        val_loader: The validation loader (None on the ranks that do not evaluate).
+        tensorboard: Add the pictures to the run's TensorBoard events.
+    """
+
+    def __init__(self, run_dir: Path, val_loader: Any, tensorboard: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.val_loader = val_loader
+        self.tensorboard = tensorboard
+
+    def before_train(self, trainer: Trainer) -> None:
+        path = self.run_dir / "labels.jpg"
+        # The images of a MultiTaskDataset; a loader of anything else has no labels to show.
+        records = getattr(getattr(trainer.train_loader, "dataset", None), "records", None)
+        if trainer.dist.is_main and records and not path.exists():
+            self._picture(lambda: plot_labels(records, trainer.model.info.class_names, path))
+
+    def after_train(self, trainer: Trainer) -> None:
+        s = trainer.state
+        if not trainer.dist.is_main or not (s.epoch >= trainer.epochs or s.stop):
+            return
+        results = self.run_dir / "results.csv"
+        if results.exists():
+            shown = {name: task.summary_metrics for name, task in trainer.model.tasks.items()}
+            self._picture(lambda: plot_results(read_results(results), self.run_dir / "results.png", shown))
+        if self.val_loader is not None:
+            self._picture(
+                lambda: run_evaluation(
+                    trainer.eval_model(), self.val_loader, trainer.device, plot_dir=self.run_dir
+                )
+            )
+        if self.tensorboard:
+            self._to_tensorboard(s.epoch)
+
+    def _picture(self, draw: Any) -> None:
+        try:
+            draw()
+        except OSError as exc:  # a full disk costs the pictures, not the run
+            warnings.warn(
+                f"could not write the run's pictures in {self.run_dir}: {exc.strerror or exc}", stacklevel=3
+            )
+
+    def _to_tensorboard(self, step: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(self.run_dir))
+        try:
+            for path in sorted([*self.run_dir.glob("*.png"), *self.run_dir.glob("*.jpg")]):
+                with Image.open(path) as image:
+                    writer.add_image(
+                        f"pictures/{path.stem}", np.asarray(image.convert("RGB")), step, dataformats="HWC"
+                    )
+        finally:
+            writer.close()
 
 
 class TimeBudgetHook(Hook):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any, Literal
 from unified.config import ConfigError, check, load_config
 from unified.data.augment import AugmentConfig
 from unified.data.synthetic import SyntheticConfig
+from unified.packaged_configs import packaged_config, resolve_config
 
 #: What ``unified.distributed.select_device`` understands: cpu, "" (automatic), 0 / 0,1, cuda / cuda:N.
 _DEVICE = re.compile(r"|cpu|cuda(:\d+(\s*,\s*\d+)*)?|\d+(\s*,\s*\d+)*")
@@ -171,16 +173,48 @@ def _inside_project(name: str) -> bool:
 
 
 def load_experiment(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Load an experiment YAML (or the defaults when ``path`` is None) with ``key=value`` overrides.
+    """Load an experiment YAML or a packaged one by name (``synthetic``), or the defaults when ``path`` is
+    None, with ``key=value`` overrides.
 
-    Relative ``model``/``data`` paths in the file are taken as relative to the working directory.
+    Relative ``model``/``data`` paths in the file are taken as relative to the working directory; ``model``
+    may name a packaged model (``yolor-tiny``).
 
     Raises:
         ConfigError: naming the file, line and key.
     """
     if path is None:
         return load_config(ExperimentConfig, data={}, overrides=overrides)
-    return load_config(ExperimentConfig, path, overrides=overrides)
+    return load_config(ExperimentConfig, resolve_config(path, "experiment"), overrides=overrides)
+
+
+def with_absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``model`` (a packaged name resolved to its YAML), ``data``, ``train.weights`` and ``synthetic.out`` as
+    absolute paths, so that the run's ``config.yaml`` and the experiment its checkpoints store read the same
+    from any folder (``--resume RUN`` from elsewhere).
+
+    A path that does not exist is kept as written: the error that follows then names what the user typed.
+    """
+    synthetic = cfg.synthetic
+    if synthetic is not None:
+        synthetic = dataclasses.replace(synthetic, out=str(Path(synthetic.out).resolve()))
+    return dataclasses.replace(
+        cfg,
+        model=_resolved_model(cfg.model),
+        data=_absolute_if_found(cfg.data),
+        train=dataclasses.replace(cfg.train, weights=_absolute_if_found(cfg.train.weights)),
+        synthetic=synthetic,
+    )
+
+
+def _resolved_model(model: str | dict[str, Any]) -> str | dict[str, Any]:
+    if not isinstance(model, str) or not model:
+        return model
+    found = Path(model) if Path(model).exists() else packaged_config("model", model)
+    return str(found.resolve()) if found is not None else model
+
+
+def _absolute_if_found(path: str) -> str:
+    return str(Path(path).resolve()) if path and Path(path).exists() else path
 
 
 __all__ = [
@@ -193,4 +227,5 @@ __all__ = [
     "SyntheticConfig",
     "TrainConfig",
     "load_experiment",
+    "with_absolute_paths",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -23,15 +24,19 @@ from unified.engine.default_hooks import (
     CheckpointHook,
     EvaluationHook,
     LoggerHook,
+    RunPicturesHook,
     TimeBudgetHook,
     write_text_or_warn,
 )
 from unified.engine.ema import EMAHook
-from unified.engine.experiment import ExperimentConfig
+from unified.engine.experiment import ExperimentConfig, with_absolute_paths
 from unified.engine.hooks import Hook
+from unified.engine.progress import ProgressHook
 from unified.engine.results import json_text as metrics_json
 from unified.engine.resume import (
+    apply_resume_changes,
     check_same_dataset,
+    finished_note,
     load_resume_state,
     model_file_note,
     restore,
@@ -210,6 +215,11 @@ def _run(
 ) -> tuple[Path, dict[str, dict[str, float]]]:
     run_dir, resume_from = _resume_point(cfg, dist_info, resume_from)
     state = load_resume_state(resume_from, device) if resume_from is not None else None
+    note = finished_note(cfg, state, run_dir) if state is not None and run_dir is not None else None
+    if note is not None and state is not None and run_dir is not None:  # nothing to train: say so
+        if dist_info.is_main:
+            print(note)
+        return run_dir, dict(state.get("metrics") or {})
     cfg, tasks = _checked_experiment(cfg, resumed=state is not None)
     _check_precision(cfg.train.precision, device)
     seed_everything(cfg.train.seed + dist_info.rank, cfg.train.deterministic)
@@ -323,6 +333,7 @@ def _checked_experiment(cfg: ExperimentConfig, resumed: bool = False) -> tuple[E
         # Checked here, before any data is read, under the key the user wrote (task_options.<task>.<key>).
         from_dict(TASKS.get(name).config_class, options, source="experiment", prefix=f"task_options.{name}")
     balancer_options(cfg.balancer.name, cfg.balancer.options, source="experiment")
+    cfg = with_absolute_paths(cfg)  # recorded in RUN/config.yaml: --resume works from any folder
     if not cfg.data and cfg.synthetic is not None:
         cfg = dataclasses.replace(cfg, data=str(Path(cfg.synthetic.out) / "dataset.yaml"))
     if not cfg.data:
@@ -432,7 +443,8 @@ def default_hooks(
 ) -> list[Hook]:
     """The hooks of a training run, in order: the weights' average first (evaluation reads it), the
     caller's, the time budget (its stop makes this epoch's evaluation the final one), evaluation,
-    checkpoints (they store the evaluation's fitness), logging."""
+    checkpoints (they store the evaluation's fitness), logging, the run's pictures (at its end, after the
+    last checkpoint), the per-epoch summary line (after the progress bar has closed)."""
     ema = [EMAHook(cfg.optim.ema_decay, cfg.optim.ema_ramp, dist_info.is_main)] if cfg.optim.ema else []
     return [
         *ema,
@@ -441,6 +453,8 @@ def default_hooks(
         EvaluationHook(val_loader),
         CheckpointHook(run_dir, meta),
         LoggerHook(run_dir, progress=progress),
+        RunPicturesHook(run_dir, val_loader),
+        ProgressHook(run_dir),
     ]
 
 
@@ -504,3 +518,28 @@ def flags_to_overrides(args: Any) -> list[str]:
     if getattr(args, "exist_ok", False):
         overrides.append("exist_ok=true")
     return overrides
+
+
+def resume_experiment(checkpoint: Path, args: Any = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The experiment ``--resume`` continues: the checkpoint's, with the command line's changes that a
+    resume can take (``unified.engine.resume.RESUMABLE_KEYS``: more epochs, another device or worker count).
+
+    Args:
+        checkpoint: The checkpoint resumed (in a run folder's ``weights/``).
+        args: The parsed command-line flags (as :func:`flags_to_overrides` reads them); ``--project`` is
+            refused too, unless it said where to find the newest run (``--resume`` without a run).
+        overrides: The ``key.sub=value`` overrides given with ``--resume``.
+
+    Raises:
+        ConfigError: one line naming every flag and override a resume cannot apply; none is ignored.
+    """
+    changes: list[tuple[str, str | None]] = []
+    if getattr(args, "config", None):
+        changes.append(("--config", None))
+    for flag, value in (vars(args) if args is not None else {}).items():
+        if flag == "project" and getattr(args, "resume", None) == "":
+            continue  # it said where to look for the newest run
+        typed = f"--{flag.replace('_', '-')}" + ("" if isinstance(value, bool) else f" {value}")
+        changes += [(typed, o) for o in flags_to_overrides(argparse.Namespace(**{flag: value}))]
+    changes += [(override, override) for override in overrides]
+    return apply_resume_changes(experiment_from_checkpoint(checkpoint), changes)

@@ -98,6 +98,8 @@ class Schedule:
         planned_epochs: Epochs the schedule spans when shorter than ``epochs`` (0: all of them); a time
             budget shortens it so the learning rate still decays to its final value.
         accumulate: Micro-batches per optimiser step now (it ramps up during warm-up).
+        extended_at: The epoch from which a resumed run's longer schedule (:meth:`extend`) goes on, and
+            ``extended_from`` the schedule factor there; None: the schedule was never extended.
     """
 
     def __init__(self, cfg: OptimConfig, epochs: int, world_batch: int) -> None:
@@ -106,6 +108,8 @@ class Schedule:
         self.world_batch = world_batch
         self.planned_epochs = 0
         self.accumulate = self.nominal_accumulate
+        self.extended_at: int | None = None
+        self.extended_from = 1.0
 
     @property
     def nominal_accumulate(self) -> int:
@@ -116,9 +120,22 @@ class Schedule:
         """Epochs of this run's schedule: the configured ones, or fewer when a time budget shortened it."""
         return self.planned_epochs or self.configured_epochs
 
+    def extend(self, epochs: int, at_epoch: int) -> None:
+        """Go on to ``epochs`` from ``at_epoch`` (a resumed run given more, or fewer, epochs): from there the
+        rate decays from where it is to its final ``lrf * lr0`` at the new end, by the same cosine or line,
+        so it never jumps. A finished run's rate is already final: its added epochs train at ``lrf * lr0``."""
+        self.extended_from = self.lr_factor(at_epoch)
+        self.extended_at = at_epoch
+        self.configured_epochs = epochs
+        self.planned_epochs = 0
+
     def lr_factor(self, epoch: float) -> float:
         """Schedule multiplier of ``lr0`` at a (fractional) epoch."""
         o, n = self.cfg, self.epochs
+        if self.extended_at is not None and epoch >= self.extended_at and o.schedule != "constant":
+            t = (epoch - self.extended_at) / max(n - self.extended_at, 1)
+            shape = (1 + math.cos(t * math.pi)) / 2 if o.schedule == "cosine" else 1 - t
+            return o.lrf + (self.extended_from - o.lrf) * shape
         if o.schedule == "cosine":
             return ((1 - math.cos(epoch * math.pi / n)) / 2) * (o.lrf - 1) + 1
         if o.schedule == "linear":
@@ -151,11 +168,22 @@ class Schedule:
                 group["betas"] = (momentum, group["betas"][1])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"accumulate": self.accumulate, "planned_epochs": self.planned_epochs}
+        return {
+            "accumulate": self.accumulate,
+            "planned_epochs": self.planned_epochs,
+            "epochs": self.configured_epochs,
+            "extended_at": self.extended_at,
+            "extended_from": self.extended_from,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back :meth:`state_dict` (the epochs and extension only where it holds them)."""
         self.accumulate = int(state.get("accumulate", self.accumulate))
         self.planned_epochs = int(state.get("planned_epochs", 0))
+        self.configured_epochs = int(state.get("epochs", self.configured_epochs))
+        at = state.get("extended_at")
+        self.extended_at = None if at is None else int(at)
+        self.extended_from = float(state.get("extended_from", 1.0))
 
 
 __all__ = ["Schedule", "build_optimizer", "parameter_groups"]

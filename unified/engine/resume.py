@@ -9,22 +9,26 @@ is an error naming the difference.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from unified.checkpoint import CheckpointError, load_safe, require_format
-from unified.config import ConfigError, to_dict
+from unified.config import ConfigError, load_config, parse_override, to_dict
 from unified.models.config import load_model_config
 from unified.structures import DatasetInfo
 
 if TYPE_CHECKING:
+    from unified.engine.experiment import ExperimentConfig
     from unified.engine.trainer import Trainer
 
 #: What a resumed run reads from its checkpoint besides the trainer's own state.
 RESUME_KEYS = ("experiment", "model_config", "dataset_info", "model", "epoch")
+#: The keys a resume may change: more (or fewer) epochs, where it runs. Anything else would make the
+#: resumed run another experiment than the one its checkpoint holds.
+RESUMABLE_KEYS = ("train.epochs", "train.device", "train.workers")
 #: The fields of DatasetInfo a run's model and labels depend on, with the words a message uses.
 _DATASET_FIELDS = {
     "class_names": "classes",
@@ -163,19 +167,103 @@ def model_file_note(model: Any, stored: Mapping[str, Any]) -> str | None:
     )
 
 
+def apply_resume_changes(
+    cfg: ExperimentConfig, changes: Sequence[tuple[str, str | None]]
+) -> ExperimentConfig:
+    """The stored experiment with the changes a resume can take (:data:`RESUMABLE_KEYS`).
+
+    Args:
+        cfg: The experiment stored in the checkpoint.
+        changes: ``(what the user typed, key=value override)`` pairs, e.g. ``("--epochs 60",
+            "train.epochs=60")``; an override of None is a flag that a resume never takes.
+
+    Raises:
+        ConfigError: one line naming every change a resume cannot apply, or a value that is not valid.
+    """
+    refused = [
+        given for given, override in changes if override is None or _key(override) not in RESUMABLE_KEYS
+    ]
+    if refused:
+        raise ConfigError(
+            f"--resume continues a run as it was configured: {', '.join(refused)} cannot change on a resume "
+            f"(it can take {', '.join(RESUMABLE_KEYS)}; --epochs, --device, --workers). Start a new run with "
+            "--weights RUN/weights/last.pt to train on with other settings"
+        )
+    overrides = [override for _, override in changes if override is not None]
+    return load_config(type(cfg), data=to_dict(cfg), overrides=overrides) if overrides else cfg
+
+
+def _key(override: str) -> str:
+    return parse_override(override)[0]
+
+
+def finished_note(cfg: ExperimentConfig, state: Mapping[str, Any], run_dir: Path) -> str | None:
+    """What to tell the user when the run a checkpoint holds has nothing left to train; None otherwise.
+
+    A run has finished when it has done all the epochs of its schedule (a time budget may have shortened
+    it). ``cfg.train.epochs`` other than the stored ones extends (or shortens) the schedule instead.
+
+    Raises:
+        ConfigError: for changed ``train.epochs`` not above the epochs already done.
+    """
+    done = int(state["epoch"])
+    stored = int(state["experiment"]["train"]["epochs"])
+    if cfg.train.epochs != stored:
+        if cfg.train.epochs <= done:
+            raise ConfigError(
+                f"key 'train.epochs': {run_dir} has already trained {done} epochs; to train longer, resume with "
+                f"more than {done} (--epochs N)"
+            )
+        return None
+    if done < int(state.get("schedule", {}).get("planned_epochs") or stored):
+        return None
+    return (
+        f"{run_dir} has finished: it trained all {done} epochs of its schedule, so there is nothing to resume "
+        f"(its results are in {run_dir / 'metrics.json'}). To train it longer: --resume {run_dir} --epochs N "
+        f"with N above {done}"
+    )
+
+
 def restore(trainer: Trainer, state: Mapping[str, Any], path: Path) -> None:
-    """Load a checkpoint into the trainer; a state that does not fit is a one-line CheckpointError."""
+    """Load a checkpoint into the trainer; a state that does not fit is a one-line CheckpointError.
+
+    When the run's config asks for other epochs than the checkpoint's schedule spans, the schedule is
+    extended from the resume epoch (:meth:`~unified.engine.optim.Schedule.extend`).
+    """
     try:
         trainer.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
         detail = " ".join(str(exc).split())  # load_state_dict's size-mismatch report spans many lines
         raise CheckpointError(f"{path} cannot be resumed: {detail[:400]}") from None
+    schedule = trainer.schedule
+    # A checkpoint from before schedules stored their epochs: its experiment's are the schedule's.
+    schedule.configured_epochs = int(
+        state.get("schedule", {}).get("epochs", state["experiment"]["train"]["epochs"])
+    )
+    if trainer.cfg.train.epochs != schedule.configured_epochs:
+        schedule.extend(trainer.cfg.train.epochs, trainer.state.epoch)
+        if trainer.dist.is_main:
+            print(_extension_note(trainer))
+
+
+def _extension_note(trainer: Trainer) -> str:
+    o, schedule = trainer.cfg.optim, trainer.schedule
+    start, end = schedule.extended_from * o.lr0, schedule.lr_factor(schedule.epochs) * o.lr0
+    rate = (
+        f"stays at {end:.3g}"
+        if abs(start - end) <= 1e-12 * o.lr0
+        else f"decays from {start:.3g} to {end:.3g}"
+    )
+    return f"the schedule now ends after epoch {schedule.epochs}: from epoch {trainer.state.epoch + 1} the learning rate {rate}"
 
 
 __all__ = [
+    "RESUMABLE_KEYS",
     "RESUME_KEYS",
+    "apply_resume_changes",
     "check_same_dataset",
     "find_resume_checkpoint",
+    "finished_note",
     "load_resume_state",
     "model_file_note",
     "restore",

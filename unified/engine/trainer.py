@@ -53,6 +53,8 @@ class TrainState:
     epoch_sums: dict[str, float] = field(default_factory=dict)
     epoch_count: int = 0
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The epoch whose end ``metrics`` were measured at (-1: none yet this session).
+    evaluated_epoch: int = -1
     started_at: float = field(default_factory=time.time)
 
     def epoch_means(self) -> dict[str, float]:

@@ -29,6 +29,8 @@ BoxFormat = Literal["xyxy", "xywh"]
 #: AR-by-area entries that nobody reports.
 COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 _STATS_INDEX = {name: index for index, name in enumerate(COCO_METRIC_NAMES)}
+#: Confidence thresholds of the precision and recall curves of :class:`CocoResult`.
+CONFIDENCE_GRID = np.linspace(0.0, 1.0, 201)
 
 
 def _as_xywh(boxes: np.ndarray, box_format: BoxFormat, what: str) -> np.ndarray:
@@ -55,6 +57,10 @@ class CocoResult:
         precision: ``(R, K)`` interpolated precision at IoU 0.5, area "all", 100 detections, for the
             ``R`` recall thresholds and ``K`` classes (``nan`` where undefined); feeds the PR plot.
         recall_thresholds: The ``R`` recall values of ``precision``.
+        confidence: ``(C,)`` confidence thresholds of the two curves below.
+        precision_at_confidence: ``(C, K)`` precision of the detections scoring at least each confidence, at
+            IoU 0.5 (``nan`` for a class without ground truth); feeds the F1 plot.
+        recall_at_confidence: ``(C, K)`` their recall.
     """
 
     metrics: dict[str, float]
@@ -62,6 +68,9 @@ class CocoResult:
     per_class_ap50: dict[int, float] = field(default_factory=dict)
     precision: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     recall_thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    confidence: np.ndarray = field(default_factory=lambda: CONFIDENCE_GRID.copy())
+    precision_at_confidence: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    recall_at_confidence: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
 
 class CocoDetectionEvaluator:
@@ -269,6 +278,22 @@ def coco_stats(
     )
 
 
+def no_detection_stats(
+    ground_truth: dict[str, Any], annotations: list[dict[str, Any]] | None = None
+) -> CocoStats:
+    """The :class:`CocoStats` of no detection at all: every AP 0, precision 0 for the categories with ground
+    truth (of ``annotations``, default all of the dataset's that are not crowd) and ``nan`` for the others."""
+    kept = (
+        [a for a in ground_truth["annotations"] if not a.get("iscrowd")]
+        if annotations is None
+        else annotations
+    )
+    present = {a["category_id"] for a in kept}
+    recall = np.linspace(0.0, 1.0, 101)
+    row = [0.0 if c["id"] in present else np.nan for c in ground_truth["categories"]]
+    return CocoStats([0.0] * 12, recall, np.array([row] * len(recall), dtype=np.float64))
+
+
 def _mean_defined(values: np.ndarray) -> float:
     defined = values[values > -1]
     return float(defined.mean()) if defined.size else float("nan")
@@ -301,7 +326,11 @@ def evaluate_coco(coco_gt: COCO, results: list[dict[str, Any]], verbose: bool = 
         per_class = {class_of_cat[c]: (0.0 if has_gt[c] else float("nan")) for c in cat_ids}
         recall = np.linspace(0.0, 1.0, 101)
         precision = np.array([[0.0 if has_gt[c] else np.nan for c in cat_ids]] * len(recall))
-        return CocoResult(metrics, per_class, dict(per_class), precision, recall)
+        at_confidence = np.array([[0.0 if has_gt[c] else np.nan for c in cat_ids]] * len(CONFIDENCE_GRID))
+        return CocoResult(
+            metrics, per_class, dict(per_class), precision, recall, CONFIDENCE_GRID.copy(), at_confidence,
+            at_confidence.copy(),
+        )  # fmt: skip
 
     sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with sink:
@@ -324,14 +353,45 @@ def evaluate_coco(coco_gt: COCO, results: list[dict[str, Any]], verbose: bool = 
         per_class_ap50[class_of_cat[cat]] = _mean_defined(precision[iou50, :, k, 0, -1])
     pr = precision[iou50, :, :, 0, -1].astype(np.float64)
     pr[pr < 0] = np.nan
-    return CocoResult(metrics, per_class_ap, per_class_ap50, pr, np.asarray(evaluator.params.recThrs))
+    curves = [_confidence_curve(evaluator, k, iou50) for k in range(len(cat_order))]
+    order = np.argsort([class_of_cat[cat] for cat in cat_order])
+    return CocoResult(
+        metrics, per_class_ap, per_class_ap50, pr, np.asarray(evaluator.params.recThrs), CONFIDENCE_GRID.copy(),
+        np.stack([curves[k][0] for k in order], 1), np.stack([curves[k][1] for k in order], 1),
+    )  # fmt: skip
+
+
+def _confidence_curve(evaluator: COCOeval, category: int, iou: int) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall over :data:`CONFIDENCE_GRID` of one category, from pycocotools' own matches
+    (all areas, the largest detection count, one IoU threshold); ``nan`` without ground truth."""
+    params = evaluator.params
+    areas, images, max_det = len(params.areaRng), len(params.imgIds), params.maxDets[-1]
+    start = category * areas * images  # evalImgs is ordered category, area range, image
+    entries = [e for e in evaluator.evalImgs[start : start + images] if e is not None]
+    objects = sum(int(np.count_nonzero(e["gtIgnore"] == 0)) for e in entries)
+    if objects == 0:
+        return np.full(len(CONFIDENCE_GRID), np.nan), np.full(len(CONFIDENCE_GRID), np.nan)
+    scores = np.concatenate([e["dtScores"][:max_det] for e in entries] or [np.zeros(0)])
+    matched = np.concatenate([e["dtMatches"][iou, :max_det] for e in entries] or [np.zeros(0)]) > 0
+    ignored = np.concatenate([e["dtIgnore"][iou, :max_det] for e in entries] or [np.zeros(0)]) > 0
+    order = np.argsort(-scores, kind="mergesort")
+    scores, matched = scores[order][~ignored[order]], matched[order][~ignored[order]]
+    hits = np.cumsum(matched)
+    # How many detections score at least each threshold (scores are sorted in decreasing order).
+    counts = np.searchsorted(-scores, -CONFIDENCE_GRID, side="right")
+    taken = np.maximum(counts - 1, 0)
+    precision = np.where(counts > 0, hits[taken] / (taken + 1.0) if len(hits) else 0.0, 1.0)
+    recall = np.where(counts > 0, hits[taken] / objects if len(hits) else 0.0, 0.0)
+    return precision.astype(np.float64), recall.astype(np.float64)
 
 
 __all__ = [
     "COCO_METRIC_NAMES",
+    "CONFIDENCE_GRID",
     "CocoDetectionEvaluator",
     "CocoResult",
     "CocoStats",
     "coco_from_dataset",
     "evaluate_coco",
+    "no_detection_stats",
 ]

@@ -67,6 +67,75 @@ def _pair_similarities(
     return pos_sim, neg_sim
 
 
+def pair_similarities(
+    embeddings: np.ndarray,
+    identities: np.ndarray | Sequence[int],
+    max_pairs: int = 5_000_000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities of same-identity (positive) and other-identity (negative) pairs.
+
+    Args:
+        embeddings: ``(N, D)`` embeddings of ground-truth-matched objects (normalised here).
+        identities: ``(N,)`` identity of each embedding; negative values (unknown) are left out.
+        max_pairs: Above this many pairs, all positives (up to half of it) and a deterministic sample
+            of negatives (seeded by ``seed``) are used instead of every pair.
+        seed: Seed of the pair sample.
+    """
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    identities = np.asarray(identities).reshape(-1)
+    if embeddings.ndim != 2 or len(embeddings) != len(identities):
+        raise ValueError(
+            f"embeddings {embeddings.shape} must be (N, D) with N = {len(identities)} identities"
+        )
+    known = identities >= 0
+    embeddings, identities = _normalise(embeddings[known]), identities[known]
+    return _pair_similarities(embeddings, identities, max_pairs, np.random.default_rng(seed))
+
+
+def _tpr(positives: np.ndarray, negatives_desc: np.ndarray, far: float) -> tuple[float, float]:
+    """TPR and threshold at one FAR (``nan`` when the negatives cannot resolve it)."""
+    if not 0 < far < 1:
+        raise ValueError(f"a false-accept rate must lie in (0, 1), got {far}")
+    allowed = int(np.floor(far * len(negatives_desc)))
+    if allowed < 1 or len(positives) == 0:
+        return float("nan"), float("nan")
+    threshold = float(negatives_desc[allowed]) if allowed < len(negatives_desc) else -np.inf
+    return float(np.mean(positives > threshold)), threshold
+
+
+def similarity_metrics(
+    positives: np.ndarray, negatives: np.ndarray, fars: Sequence[float] = DEFAULT_FARS
+) -> dict[str, float]:
+    """The metrics of :func:`tpr_at_far` from pair similarities (:func:`pair_similarities`)."""
+    out: dict[str, float] = {}
+    negatives_desc = np.sort(negatives)[::-1]
+    for far in fars:
+        key = _far_key(far)
+        out[f"TPR@{key}"], out[f"threshold@{key}"] = _tpr(positives, negatives_desc, far)
+    out["positive_pairs"] = int(len(positives))
+    out["negative_pairs"] = int(len(negatives))
+    return out
+
+
+def tpr_far_curve(
+    positives: np.ndarray, negatives: np.ndarray, points: int = 60
+) -> tuple[np.ndarray, np.ndarray]:
+    """TPR at log-spaced FARs from the smallest the negatives resolve (one pair) to 1, for plotting.
+
+    Returns:
+        ``(fars, tprs)``, both empty when there is no negative or no positive pair.
+    """
+    if not len(negatives) or not len(positives):
+        return np.zeros(0), np.zeros(0)
+    negatives_desc = np.sort(negatives)[::-1]
+    low = 1.0 / len(negatives)
+    if low >= 1.0:
+        return np.zeros(0), np.zeros(0)
+    fars = np.unique(np.logspace(np.log10(low), np.log10(1.0 - 1e-9), points))
+    return fars, np.array([_tpr(positives, negatives_desc, far)[0] for far in fars])
+
+
 def tpr_at_far(
     embeddings: np.ndarray,
     identities: np.ndarray | Sequence[int],
@@ -80,40 +149,14 @@ def tpr_at_far(
         embeddings: ``(N, D)`` embeddings of ground-truth-matched objects (normalised here).
         identities: ``(N,)`` identity of each embedding; negative values (unknown) are left out.
         fars: Target false-accept rates.
-        max_pairs: Above this many pairs, all positives (up to half of it) and a deterministic sample
-            of negatives (seeded by ``seed``) are used instead of every pair.
+        max_pairs: See :func:`pair_similarities`.
         seed: Seed of the pair sample.
 
     Returns:
         ``TPR@FAR=<far>`` and ``threshold@FAR=<far>`` (the cosine similarity a pair must exceed) for
         each FAR, plus ``positive_pairs`` and ``negative_pairs`` counts.
     """
-    embeddings = np.asarray(embeddings, dtype=np.float64)
-    identities = np.asarray(identities).reshape(-1)
-    if embeddings.ndim != 2 or len(embeddings) != len(identities):
-        raise ValueError(
-            f"embeddings {embeddings.shape} must be (N, D) with N = {len(identities)} identities"
-        )
-    known = identities >= 0
-    embeddings, identities = _normalise(embeddings[known]), identities[known]
-    pos_sim, neg_sim = _pair_similarities(embeddings, identities, max_pairs, np.random.default_rng(seed))
-    out: dict[str, float] = {}
-    neg_desc = np.sort(neg_sim)[::-1]
-    for far in fars:
-        if not 0 < far < 1:
-            raise ValueError(f"a false-accept rate must lie in (0, 1), got {far}")
-        key = _far_key(far)
-        allowed = int(np.floor(far * len(neg_desc)))
-        if allowed < 1 or len(pos_sim) == 0:
-            out[f"TPR@{key}"] = float("nan")
-            out[f"threshold@{key}"] = float("nan")
-            continue
-        threshold = float(neg_desc[allowed]) if allowed < len(neg_desc) else -np.inf
-        out[f"TPR@{key}"] = float(np.mean(pos_sim > threshold))
-        out[f"threshold@{key}"] = threshold
-    out["positive_pairs"] = int(len(pos_sim))
-    out["negative_pairs"] = int(len(neg_sim))
-    return out
+    return similarity_metrics(*pair_similarities(embeddings, identities, max_pairs, seed), fars)
 
 
 class EmbeddingEvaluator:
@@ -129,6 +172,8 @@ class EmbeddingEvaluator:
         self.max_pairs = max_pairs
         self._embeddings: list[np.ndarray] = []
         self._identities: list[np.ndarray] = []
+        #: The positive and negative pair similarities of the last :meth:`compute` (for the TPR-FAR curve).
+        self.similarities: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
 
     def update(self, embeddings: np.ndarray, identities: np.ndarray | Sequence[int]) -> None:
         """Add ``(n, D)`` embeddings and their ``(n,)`` identities."""
@@ -141,11 +186,19 @@ class EmbeddingEvaluator:
 
     def compute(self) -> dict[str, float]:
         """The metrics of :func:`tpr_at_far` over everything added."""
-        if not self._embeddings:
-            return tpr_at_far(np.zeros((0, 1)), np.zeros(0, dtype=np.int64), self.fars, self.max_pairs)
-        return tpr_at_far(
-            np.concatenate(self._embeddings), np.concatenate(self._identities), self.fars, self.max_pairs
-        )
+        if self._embeddings:
+            embeddings, identities = np.concatenate(self._embeddings), np.concatenate(self._identities)
+        else:
+            embeddings, identities = np.zeros((0, 1)), np.zeros(0, dtype=np.int64)
+        self.similarities = pair_similarities(embeddings, identities, self.max_pairs)
+        return similarity_metrics(*self.similarities, self.fars)
 
 
-__all__ = ["DEFAULT_FARS", "EmbeddingEvaluator", "tpr_at_far"]
+__all__ = [
+    "DEFAULT_FARS",
+    "EmbeddingEvaluator",
+    "pair_similarities",
+    "similarity_metrics",
+    "tpr_at_far",
+    "tpr_far_curve",
+]

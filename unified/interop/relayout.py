@@ -24,8 +24,9 @@ from unified.models.blocks import Conv, PlainConv
 
 def _target_config(target: str | Path | Mapping[str, Any], converted: ConvertedModel) -> dict[str, Any]:
     from unified.config import read_yaml
+    from unified.packaged_configs import resolve_config
 
-    data = dict(target) if isinstance(target, Mapping) else read_yaml(target)[0]
+    data = dict(target) if isinstance(target, Mapping) else read_yaml(resolve_config(target, "model"))[0]
     # Class count and anchors belong to the checkpoint; everything else must come from the target.
     data["nc"] = converted.model_config["nc"]
     data["anchors"] = [list(level) for level in converted.model_config["anchors"]]
@@ -49,7 +50,7 @@ def relayout(
 
     Args:
         converted: A conversion (``main`` or ``paper``).
-        target: Model YAML path or dict, e.g. ``configs/models/yolor-csp.yaml``. Its ``nc`` and anchors are
+        target: Model YAML path, packaged name (``yolor-csp``) or dict. Its ``nc`` and anchors are
             replaced by the checkpoint's.
         check_size: Square size of the random input of the equivalence check (default: 8 × the largest
             stride, so that the deepest maps are wider than the usual SPP pools and a swapped pool shows).

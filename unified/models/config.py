@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from unified.config import ConfigError, from_dict, read_yaml, yaml_key_lines
+from unified.packaged_configs import resolve_config
 
 #: Row arguments only heads may reference.
 HEAD_ONLY_NAMES = ("nc", "anchors")
@@ -108,7 +109,8 @@ class ModelConfig:
 
 
 def load_model_config(source: str | Path | Mapping[str, Any] | ModelConfig) -> ModelConfig:
-    """Load and validate a model YAML (a path, the same content as a mapping, or a ``ModelConfig``).
+    """Load and validate a model YAML (a path, a packaged model's name such as ``yolor-tiny``, the same content
+    as a mapping, or a ``ModelConfig``).
 
     Raises:
         ConfigError: naming the file, line and key of an unknown key (with the closest valid one), a
@@ -120,8 +122,9 @@ def load_model_config(source: str | Path | Mapping[str, Any] | ModelConfig) -> M
         if isinstance(source, Mapping):
             data, lines, name = dict(source), {}, "<model dict>"
         else:
-            data, lines = read_yaml(source)
-            name = str(source)
+            path = resolve_config(source, "model")
+            data, lines = read_yaml(path)
+            name = str(path)
         cfg = from_dict(ModelConfig, data, source=name, lines=lines)
         cfg.source, cfg.lines = name, dict(lines)
     validate_model_config(cfg)
