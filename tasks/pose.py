@@ -43,7 +43,6 @@ Reading:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from unified.config import ConfigError, check
@@ -64,7 +64,7 @@ from unified.data.records import ImageRecord
 from unified.data.validate import BOX_TOLERANCE_PX, ProblemLog, check_box, check_image, is_integer_value
 from unified.drawing import draw_keypoints
 from unified.evaluation.coco import CocoStats, coco_stats, no_detection_stats
-from unified.evaluation.plots import plot_pr_curve
+from unified.evaluation.plots import save_curve_and_results
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable
 from unified.structures import DatasetInfo, FeatureShape
@@ -516,8 +516,7 @@ class KeypointHead(nn.Module, Fusable):
         raw = []
         for level, x in enumerate(features):
             y = self.im[level](self.m[level](self.ia[level](x)))
-            b, _, ny, nx = y.shape
-            raw.append(y.view(b, self.na, self.nk, 3, ny, nx).permute(0, 1, 4, 5, 2, 3).contiguous())
+            raw.append(rearrange(y, "b (a k c) h w -> b a h w k c", a=self.na, c=3).contiguous())
         out: dict[str, Any] = {"raw": raw}
         if not self.training:
             out["decoded"] = self.decode(raw)
@@ -634,14 +633,10 @@ class PoseEvaluator(Evaluator):
         :meth:`compute`."""
         if self.measured is None:
             return []
-        directory.mkdir(parents=True, exist_ok=True)
-        curve = plot_pr_curve(
-            self.measured.recall, self.measured.precision50, self.task.info.class_names,
-            directory / "pose_PR_curve.png", title="Keypoints: precision-recall at OKS 0.5 (AP50)",
+        return save_curve_and_results(
+            self.measured.recall, self.measured.precision50, self.task.info.class_names, directory, "pose",
+            "Keypoints: precision-recall at OKS 0.5 (AP50)", self.results,
         )  # fmt: skip
-        results = directory / "pose_predictions.json"
-        results.write_text(json.dumps(self.results))
-        return [curve, results]
 
 
 def _to_original(points: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:

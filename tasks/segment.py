@@ -69,7 +69,6 @@ polygon's enclosing box. No label file: an image without objects. It provides ``
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -79,6 +78,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from pycocotools import mask as coco_mask
 from torch import nn
 
@@ -91,7 +91,7 @@ from unified.data.records import ImageRecord
 from unified.data.validate import BOX_TOLERANCE_PX, is_integer_value
 from unified.drawing import color, overlay_masks
 from unified.evaluation.coco import CocoStats, coco_stats, no_detection_stats
-from unified.evaluation.plots import plot_pr_curve
+from unified.evaluation.plots import save_curve_and_results
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable
 from unified.structures import FeatureShape
@@ -714,8 +714,7 @@ class MaskHead(nn.Module, Fusable):
         raw = []
         for level, x in enumerate(features):
             y = self.im[level](self.m[level](self.ia[level](x)))
-            b, _, ny, nx = y.shape
-            raw.append(y.view(b, self.na, self.np, ny, nx).permute(0, 1, 3, 4, 2).contiguous())
+            raw.append(rearrange(y, "b (a p) h w -> b a h w p", a=self.na).contiguous())
         out: dict[str, Any] = {"raw": raw, "protos": self.proto(features[self.finest])}
         if not self.training:
             out["decoded"] = torch.cat([r.reshape(r.shape[0], -1, self.np) for r in raw], 1)
@@ -846,16 +845,11 @@ class SegmentEvaluator(Evaluator):
         text) of the last :meth:`compute`."""
         if self.measured is None:
             return []
-        directory.mkdir(parents=True, exist_ok=True)
-        curve = plot_pr_curve(
-            self.measured.recall, self.measured.precision50, self.task.info.class_names,
-            directory / "segment_PR_curve.png", title="Masks: precision-recall at mask IoU 0.5 (AP50)",
+        results = [{**r, "segmentation": text_rle(r["segmentation"])} for r in self.results]
+        return save_curve_and_results(
+            self.measured.recall, self.measured.precision50, self.task.info.class_names, directory, "segment",
+            "Masks: precision-recall at mask IoU 0.5 (AP50)", results,
         )  # fmt: skip
-        results = directory / "segment_predictions.json"
-        results.write_text(
-            json.dumps([{**r, "segmentation": text_rle(r["segmentation"])} for r in self.results])
-        )
-        return [curve, results]
 
 
 @TASKS.register("segment")

@@ -12,6 +12,7 @@ on machines without a display and from worker threads.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -473,3 +474,22 @@ __all__ = [
     "plot_tpr_far",
     "read_results",
 ]
+
+
+def save_curve_and_results(
+    recall: np.ndarray,
+    precision: np.ndarray,
+    class_names: Sequence[str],
+    directory: str | Path,
+    task: str,
+    title: str,
+    results: list[dict],
+) -> list[Path]:
+    """A COCO-style task's evaluation files: ``{task}_PR_curve.png`` (per-class precision against recall)
+    and ``{task}_predictions.json`` (its COCO results list, JSON-ready)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    curve = plot_pr_curve(recall, precision, class_names, directory / f"{task}_PR_curve.png", title=title)
+    written = directory / f"{task}_predictions.json"
+    written.write_text(json.dumps(results))
+    return [curve, written]
