@@ -80,7 +80,9 @@ def _crc32_on() -> Iterator[None]:
 def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     """Write ``obj`` with ``torch.save`` to ``path`` atomically (temp file + fsync + rename).
 
-    Every record of the archive gets its CRC-32, which :func:`load_safe` verifies.
+    Every record of the archive gets its CRC-32, which :func:`load_safe` verifies. The file gets the mode
+    ``0666 & ~umask`` that ``open()`` would give it (0644 under the usual umask 022), so that teammates can
+    read it; the temporary file is private while it is written.
 
     Raises:
         CheckpointError: when the write fails (for example the disk is full); the previous file at
@@ -96,6 +98,10 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
             torch.save(obj, recorder)
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp creates 0600 whatever the umask: give the checkpoint the mode a plain open() would. A
+        # file system without modes (FAT, some network mounts) refuses chmod: the checkpoint matters more.
+        with contextlib.suppress(OSError):
+            os.chmod(tmp_name, 0o666 & ~_umask())
         os.replace(tmp_name, path)
     except BaseException as exc:
         try:
@@ -117,6 +123,67 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     except OSError:
         pass
     return path
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (``/proc/self/status``).
+
+    ``os.umask`` can only be read by setting it, which for an instant changes the mode of files that other
+    threads create (TensorBoard's writer); it is the fallback elsewhere.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _holds_tensor(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
+
+
+def strip_checkpoint(src: str | Path, dst: str | Path, use_ema: bool = True) -> Path:
+    """Write a checkpoint for deployment: the weights as ``model`` and the plain metadata, nothing to resume.
+
+    The moving average's weights (``ema.model``; the raw ``model`` when there is none or ``use_ema`` is
+    false) become ``model``; every other entry holding tensors (optimiser, EMA, balancer and hook state) is
+    left out, plain data (model config, tasks, dataset info, experiment, metrics) is kept, and
+    ``stripped: True`` is added. ``unified.model.load`` reads the result as it reads the original; training
+    cannot resume from it.
+
+    Raises:
+        CheckpointError: ``src`` is no safe unified checkpoint or holds no ``model`` weights.
+    """
+    ckpt = load_safe(src)
+    require_format(ckpt, src, keys=("model",))
+    ema = ckpt.get("ema")
+    weights = (
+        ema["model"]
+        if use_ema and isinstance(ema, dict) and isinstance(ema.get("model"), dict)
+        else ckpt["model"]
+    )
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{src}: 'model' holds no state_dict")
+    out = {
+        key: value for key, value in ckpt.items() if key not in ("model", "ema") and not _holds_tensor(value)
+    }
+    out["model"] = {key: value.clone() for key, value in weights.items()}  # no view of a larger storage
+    out["stripped"] = True
+    return save_atomic(out, dst)
 
 
 def load_safe(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

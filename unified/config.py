@@ -375,7 +375,8 @@ def from_dict(
         key = str(raw_key)
         dotted = f"{prefix}.{key}" if prefix else key
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
+            nested = _sections_with_key(hints, fields, key, dotted[: -len(key)])
+            close = nested or difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             valid = f"Valid keys here: {', '.join(fields)}" if fields else "This section takes no keys."
             raise ConfigError(f"{_where(source, dotted, lines)}: unknown key.{hint} {valid}")
@@ -433,6 +434,19 @@ def to_dict(obj: Any) -> Any:
 def dump_yaml(obj: Any) -> str:
     """The resolved config as YAML text; ``load_config`` of it gives an equal object."""
     return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+def _sections_with_key(
+    hints: Mapping[str, Any], fields: Mapping[str, dataclasses.Field], key: str, prefix: str
+) -> list[str]:
+    """``section.key`` for every dataclass section here that has ``key`` (``epochs`` -> ``train.epochs``)."""
+    found = []
+    for name in fields:
+        kinds = typing.get_args(hints[name]) or (hints[name],)  # `X | None` sections too
+        for kind in kinds:
+            if dataclasses.is_dataclass(kind) and key in {f.name for f in dataclasses.fields(kind)}:
+                found.append(f"{prefix}{name}.{key}")
+    return found
 
 
 def load_config(

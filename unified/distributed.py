@@ -30,7 +30,8 @@ def select_device(spec: str, local_rank: int = 0) -> torch.device:
     Raises:
         ValueError: for a CUDA device on a machine without CUDA, or a malformed spec.
     """
-    spec = str(spec).strip().lower()
+    typed = str(spec).strip()
+    spec = typed.lower()
     if spec in ("cpu", "") and (spec == "cpu" or not torch.cuda.is_available()):
         return torch.device("cpu")
     if spec == "":
@@ -43,7 +44,7 @@ def select_device(spec: str, local_rank: int = 0) -> torch.device:
             f"--device must be 'cpu', a GPU index such as '0', or a list such as '0,1'; got {spec!r}"
         )
     if not torch.cuda.is_available():
-        raise ValueError(f"--device {spec} asks for CUDA, but torch sees no CUDA device; use --device cpu")
+        raise ValueError(f"--device {typed} asks for CUDA, but torch sees no CUDA device; use --device cpu")
     return torch.device("cuda", int(ids[local_rank % len(ids)]))
 
 

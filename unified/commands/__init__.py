@@ -8,6 +8,7 @@ stays instant.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import importlib
 import sys
@@ -34,6 +35,44 @@ COMMANDS: dict[str, Command] = {
     "benchmark": Command("benchmark", "benchmark", "measure training and inference speed and memory"),
     "make-synthetic": Command("make_synthetic", "make_synthetic", "generate the built-in synthetic world"),
 }
+
+
+def add_image_size_argument(parser: argparse.ArgumentParser, default: int | None, help: str) -> None:
+    """``--img`` with the YOLO scripts' alias ``--img-size``; pass argv through :func:`fold_image_size` first,
+    which takes their ``--img H W`` form too."""
+    parser.add_argument("--img", "--img-size", dest="img", type=int, default=default, help=help)
+
+
+def fold_image_size(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> list[str]:
+    """``argv`` with ``--img H W`` (the YOLO scripts' train/test size pair) folded into ``--img H`` when both
+    are the same; sizes that differ are refused, as inputs are square (the letterbox pads to a square)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, word in enumerate(args[:-2]):
+        if word in ("--img", "--img-size") and args[i + 1].isdigit() and args[i + 2].isdigit():
+            if args[i + 1] != args[i + 2]:
+                parser.error(
+                    f"{word} {args[i + 1]} {args[i + 2]}: one square size is used (the letterbox pads to a "
+                    f"square), e.g. {word} {max(int(args[i + 1]), int(args[i + 2]))}"
+                )
+            del args[i + 2]
+            break
+    return args
+
+
+def check_image_size(model: object, size: int, flag: str = "--img") -> None:
+    """``--img`` must be a positive multiple of the model's largest stride (the letterbox pads to it).
+
+    Raises:
+        ConfigError: naming the flag and the value typed.
+    """
+    from unified.config import ConfigError
+
+    detect = getattr(model, "tasks", {}).get("detect")
+    stride = max(model.heads["detect"].stride_values) if detect is not None else 32
+    if size <= 0 or size % stride:
+        raise ConfigError(
+            f"{flag} {size}: must be a positive multiple of the model's largest stride {stride}"
+        )
 
 
 def usage() -> str:
@@ -75,4 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return module.main(rest, prog=f"unified {name}")
 
 
-__all__ = ["COMMANDS", "Command", "main", "usage"]
+__all__ = [
+    "COMMANDS",
+    "Command",
+    "add_image_size_argument",
+    "check_image_size",
+    "fold_image_size",
+    "main",
+    "usage",
+]

@@ -10,6 +10,12 @@ the per-detection ones row for row with ``decoded`` (see unified/export/onnx.py)
 class) on the output, then map boxes out of the letterbox with ``unified.ops.boxes.letterbox_to_original``.
 Class names, strides and the input size are stored in the ONNX metadata.
 
+``--strip`` writes a PyTorch checkpoint for deployment instead (no ONNX, no extra needed): the EMA
+weights as the model and the metadata ``unified.model.load`` reads, without the optimiser and the rest of
+the training state (``unified.checkpoint.strip_checkpoint``)::
+
+    unified export --weights runs/train/exp/weights/last.pt --strip --out deploy.pt
+
 Needs the 'export' extra: pip install 'unified[export]' (onnx, onnxruntime).
 
 ``python tools/export.py`` is the same command.
@@ -21,7 +27,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from unified.checkpoint import CheckpointError
+from unified.checkpoint import CheckpointError, strip_checkpoint
 from unified.cli import add_plugins_argument
 from unified.config import ConfigError
 from unified.export.onnx import check_onnx, export_onnx, simplify_onnx
@@ -41,7 +47,14 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument(
         "--img", type=int, nargs="+", default=[640], metavar="H W", help="input size (default 640)"
     )
-    p.add_argument("--out", help="ONNX file (default: the weights' name with .onnx)")
+    p.add_argument(
+        "--out", help="ONNX file (default: the weights' name with .onnx; with --strip: NAME-stripped.pt)"
+    )
+    p.add_argument(
+        "--strip",
+        action="store_true",
+        help="write a .pt for deployment instead: EMA weights and metadata, no optimiser or training state",
+    )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 11..20 (default 17)")
     p.add_argument(
         "--simplify-off", dest="simplify", action="store_false", help="skip onnxsim simplification"
@@ -52,6 +65,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="export without folding BN/implicit")
     add_plugins_argument(p)
     args = p.parse_args(argv)
+    if args.strip and args.out and Path(args.out).suffix.lower() == ".onnx":
+        p.error(f"--strip writes a PyTorch checkpoint, not ONNX: give --out a .pt name, got {args.out}")
     if len(args.img) not in (1, 2):
         p.error("--img takes one size or two (height width)")
     if any(size <= 0 for size in args.img):
@@ -67,6 +82,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run ``unified export``; returns the exit code (2: a mistake in the input; 1: the ONNX check failed)."""
     args = parse_args(argv, prog)
+    if args.strip:
+        return _strip(args.weights, args.out)
     size = (args.img[0], args.img[-1])
     out = Path(args.out) if args.out else Path(args.weights).with_suffix(".onnx")
     try:
@@ -90,6 +107,22 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except (ConfigError, CheckpointError, ImportError, RegistryError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _strip(weights: str, out: str | None) -> int:
+    """``--strip``: the deployment checkpoint, with the sizes before and after."""
+    src = Path(weights)
+    dst = Path(out) if out else src.with_name(f"{src.stem}-stripped.pt")
+    try:
+        strip_checkpoint(src, dst)
+    except (CheckpointError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    before, after = src.stat().st_size, dst.stat().st_size
+    print(
+        f"stripped {src} ({before / 1e6:.1f} MB) -> {dst} ({after / 1e6:.1f} MB): weights and metadata only"
+    )
     return 0
 
 

@@ -34,7 +34,9 @@ import torch
 
 from unified.checkpoint import CheckpointError
 from unified.cli import add_plugins_argument
+from unified.commands import add_image_size_argument, fold_image_size
 from unified.config import ConfigError
+from unified.distributed import select_device
 from unified.engine.launch import increment_path
 from unified.inference import (
     Frame,
@@ -61,7 +63,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     )
     p.add_argument("--weights", required=True, help="unified checkpoint (convert official ones first)")
     p.add_argument("--source", required=True, help="image, folder, glob pattern or video")
-    p.add_argument("--img", type=int, default=640, help="inference size (square letterbox), default 640")
+    add_image_size_argument(p, 640, "inference size (square letterbox; alias --img-size), default 640")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold, default 0.25")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold, default 0.45")
     p.add_argument("--max-det", dest="max_det", type=int, default=300, help="most detections per image")
@@ -84,7 +86,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--no-save-img", dest="save_img", action="store_false", help="no annotated images")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="do not fold BN / implicit tensors")
     add_plugins_argument(p)
-    args = p.parse_args(argv)
+    args = p.parse_args(fold_image_size(p, argv))
     if args.img < 32 or args.img % 32:
         p.error(f"--img must be a positive multiple of 32, got {args.img}")
     return args
@@ -99,9 +101,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run ``unified predict``; returns the exit code (2: a mistake in the input)."""
     args = parse_args(argv, prog)
     try:
-        device = device_of(args.device)
+        device = select_device(args.device)
+    except ValueError as exc:  # a --device the machine lacks, or a malformed one
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         model = load(args.weights, device=device, plugins=args.plugins)
         check_outputs_wanted(args, model)
+        if "detect" not in model.tasks:
+            raise ConfigError(
+                f"--weights {args.weights}: predict needs the detect task; this model has {model.task_names}"
+            )
         detect = model.tasks["detect"]
         detect.cfg = dataclasses.replace(
             detect.cfg, conf_thres=args.conf, iou_thres=args.iou, max_det=args.max_det, multi_label=False

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from unified.cli import add_plugins_argument
+from unified.commands import add_image_size_argument, fold_image_size
 from unified.config import ConfigError, load_config
 from unified.tracking import TrackerConfig
 from unified.tracking.mot_io import read_mot_detections, track_frames, write_mot_results
@@ -35,11 +36,12 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     mode.add_argument("--weights", type=Path, help="unified checkpoint (model mode: detect, embed, track)")
     parser.add_argument("--source", help="model mode: a sequence folder (img1/ or images) or a video file")
     parser.add_argument("--out", type=Path, required=True, help="MOTChallenge result file to write")
-    parser.add_argument("--img", type=int, default=640, help="model mode: inference image size")
+    add_image_size_argument(parser, 640, "model mode: inference image size (alias --img-size)")
+    parser.add_argument("--device", default="cpu", help="model mode: cpu, or a CUDA index such as 0")
     parser.add_argument("--tracker-config", type=Path, help="YAML with TrackerConfig fields")
     add_plugins_argument(parser, prefix="model mode: ", suffix="; key=value settings go before --plugins")
     parser.add_argument("overrides", nargs="*", help="tracker settings as key=value (e.g. high_thresh=0.4)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(fold_image_size(parser, argv))
     if args.detections is not None and args.plugins:
         parser.error("--plugins belongs to model mode (--weights); the tracker alone runs no task")
     # --plugins takes every word after it, so settings written after it would be read as module paths.
@@ -87,13 +89,21 @@ def track_with_model(args: argparse.Namespace, config: TrackerConfig) -> int:
     The work is ``unified.inference.track_source``.
     """
     from unified.checkpoint import CheckpointError
+    from unified.commands import check_image_size
+    from unified.distributed import select_device
     from unified.inference import SourceError, track_source
     from unified.model import load
     from unified.registry import RegistryError
 
     try:
-        model = load(args.weights, plugins=args.plugins).for_inference()
-        results = list(track_source(model, args.source, config, img_size=args.img))
+        device = select_device(getattr(args, "device", "cpu"))  # callers' Namespaces from before --device
+    except ValueError as exc:  # a --device the machine lacks, or a malformed one
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        model = load(args.weights, device=device, plugins=args.plugins).for_inference()
+        check_image_size(model, args.img)
+        results = list(track_source(model, args.source, config, img_size=args.img, device=device))
     # ImportError: a missing optional dependency (MissingDependencyError) or a --plugins module that does
     # not import; RegistryError: a task of the checkpoint that no imported module registers.
     except (CheckpointError, ConfigError, SourceError, ImportError, RegistryError, OSError) as exc:

@@ -6,6 +6,10 @@
     unified train --resume runs/train/exp      # continue a stopped run exactly (from any folder)
 
 Any ``key.sub=value`` after the flags overrides the experiment config (e.g. ``balancer.name=uncertainty``).
+The YOLO scripts' habits work too: ``--cfg`` for ``--model``, ``--img-size`` and ``--img 640 640``, ``--hyp``
+with an official hyper-parameter file (each key mapped to ``optim.*``, ``augment.*`` or
+``task_options.detect.*``; ``key=value`` overrides win over it). ``--tasks`` may pick a subset of the
+experiment's tasks: the options and balancer weights of the others are set aside with a note.
 ``python tools/train_multitask.py`` is the same command.
 """
 
@@ -16,10 +20,13 @@ import signal
 import sys
 import threading
 
+import torch
+
 from unified.checkpoint import CheckpointError
+from unified.commands import add_image_size_argument, fold_image_size
 from unified.config import ConfigError
 from unified.data.validate import DataError
-from unified.engine.experiment import load_experiment
+from unified.engine.experiment import hyp_overrides, load_experiment, set_aside_tasks_left_out
 from unified.engine.launch import flags_to_overrides, resume_experiment, run_training
 from unified.engine.resume import find_resume_checkpoint
 from unified.engine.trainer import NonFiniteLossError
@@ -34,11 +41,17 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--config", help="experiment YAML, or a packaged experiment's name (synthetic)")
     p.add_argument("--tasks", help="comma-separated tasks, e.g. detect,jdc,jde")
     p.add_argument("--data", help="dataset YAML")
-    p.add_argument("--model", help="model YAML, or a packaged model's name (yolor-tiny, yolor-p6 ...)")
+    p.add_argument(
+        "--model",
+        "--cfg",
+        dest="model",
+        help="(alias --cfg) model YAML, or a packaged model's name (yolor-tiny, yolor-p6 ...)",
+    )
+    p.add_argument("--hyp", help="an official YOLOR hyper-parameter file (data/hyp.scratch.640.yaml ...)")
     p.add_argument("--weights", help="initial weights (a unified checkpoint; convert official ones first)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", dest="batch_size", type=int, help="total batch size over all ranks")
-    p.add_argument("--img", type=int, help="training and evaluation image size")
+    add_image_size_argument(p, None, "training and evaluation image size (alias --img-size)")
     p.add_argument("--device", help="cpu, 0, or 0,1")
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int)
@@ -57,7 +70,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bars (for logs)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value")
-    return p.parse_args(argv)
+    return p.parse_args(fold_image_size(p, argv))
 
 
 class _CtrlC:
@@ -86,12 +99,26 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 def _train(args: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     try:
+        if args.resume is not None and args.hyp:  # hyper-parameters are the run's own: a new run takes them
+            raise ConfigError(f"--hyp {args.hyp} cannot change a resumed run; start a new run with it")
         if args.resume is not None:
             checkpoint = find_resume_checkpoint(args.resume, args.project or "runs/train")
             cfg = resume_experiment(checkpoint, args, args.overrides)
             run_training(cfg, resume_from=checkpoint, progress=args.progress)
         else:
-            cfg = load_experiment(args.config, [*flags_to_overrides(args), *args.overrides])
+            hyp, notes = hyp_overrides(args.hyp) if args.hyp else ([], [])
+            for note in notes:
+                print(note)
+            # key=value overrides come last: they win over --hyp
+            cfg = load_experiment(args.config, [*flags_to_overrides(args), *hyp, *args.overrides])
+            if args.tasks:  # a subset of the experiment's tasks: their options and weights set aside
+                cfg, notes = set_aside_tasks_left_out(cfg)
+                for note in notes:
+                    print(note)
+            if cfg.train.sync_bn and not torch.cuda.is_available():
+                raise ConfigError(
+                    "--sync-bn synchronises batch norm across GPUs, but torch sees no CUDA device"
+                )
             run_training(cfg, progress=args.progress)
     except (ConfigError, DataError, CheckpointError, RegistryError, OSError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # OSError: e.g. an unwritable project folder, a full disk

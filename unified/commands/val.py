@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from unified.cli import add_plugins_argument
+from unified.commands import add_image_size_argument, fold_image_size
 from unified.evaluation.mot import evaluate_mot_files, format_mot_table
 
 
@@ -42,13 +43,13 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     parser.add_argument("--data", type=Path, help="model mode: dataset YAML")
     parser.add_argument("--split", default="val", help="model mode: split to evaluate (default val)")
     parser.add_argument("--tasks", help="model mode: comma-separated tasks to evaluate (default: all)")
-    parser.add_argument("--img", type=int, default=0, help="model mode: image size (default: training size)")
+    add_image_size_argument(parser, 0, "model mode: image size (alias --img-size; default: training size)")
     parser.add_argument("--batch-size", type=int, default=16, help="model mode: images per batch")
     parser.add_argument("--device", default="cpu", help="model mode: cpu or a GPU index")
     parser.add_argument("--workers", type=int, default=2, help="model mode: data loading workers")
     parser.add_argument("--out", type=Path, help="model mode: folder for plots and JSON")
     add_plugins_argument(parser, prefix="model mode: ")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(fold_image_size(parser, argv))
     if args.weights is not None and args.data is None:
         parser.error("--weights needs --data DATASET.yaml")
     if args.mot_gt is not None and args.mot_results is None:
@@ -63,6 +64,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 def run_model_mode(args: argparse.Namespace) -> dict:
     """Evaluate a checkpoint on a dataset split; returns the per-task metrics."""
     from unified.checkpoint import load_safe
+    from unified.commands import check_image_size
     from unified.distributed import select_device
     from unified.engine.evaluate import evaluate_dataset, training_image_size
     from unified.engine.launch import print_metrics_table
@@ -76,6 +78,7 @@ def run_model_mode(args: argparse.Namespace) -> dict:
     if unknown:
         raise ValueError(f"--tasks {unknown}: {args.weights} has the tasks {list(model.tasks)}")
     img = args.img or training_image_size(load_safe(args.weights))
+    check_image_size(model, img)
     out = args.out or (
         args.weights.parent.parent if args.weights.parent.name == "weights" else Path("runs/evaluate")
     )

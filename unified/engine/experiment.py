@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from unified.config import ConfigError, check, load_config
+from unified.config import ConfigError, check, load_config, read_yaml
 from unified.data.augment import AugmentConfig
 from unified.data.synthetic import SyntheticConfig
 from unified.packaged_configs import packaged_config, resolve_config
@@ -184,7 +185,97 @@ def load_experiment(path: str | Path | None, overrides: list[str] | tuple[str, .
     """
     if path is None:
         return load_config(ExperimentConfig, data={}, overrides=overrides)
-    return load_config(ExperimentConfig, resolve_config(path, "experiment"), overrides=overrides)
+    found = resolve_config(path, "experiment")
+    _refuse_dataset_yaml(path, found)
+    return load_config(ExperimentConfig, found, overrides=overrides)
+
+
+#: Top-level keys of a dataset YAML (ours or the official YOLO data file) that no experiment has.
+_DATASET_KEYS = {"names", "nc", "train", "val", "test", "path", "parts", "format"}
+
+
+def _refuse_dataset_yaml(typed: str | Path, path: Path) -> None:
+    """A dataset YAML given as ``--config`` is said to be one, not reported as a list of unknown keys."""
+    try:
+        top, _ = read_yaml(path)  # the guarded reader: no alias bombs, no unbounded nesting
+    except ConfigError:
+        return  # load_config names the problem with its line
+    if not isinstance(top, dict) or not top:
+        return
+    keys = set(map(str, top))
+    # `train` is a section in an experiment and a path (or list of paths) in a dataset YAML
+    experiment = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"data", "train"}
+    if isinstance(top.get("train"), dict):
+        experiment.add("train")
+    if keys & _DATASET_KEYS and not keys & experiment:
+        raise ConfigError(
+            f"--config {typed}: this looks like a dataset YAML (keys {sorted(keys & _DATASET_KEYS)}); "
+            f"give it as --data {typed} (--config takes an experiment YAML)"
+        )
+
+
+#: Where each key of the official YOLOR hyper-parameter files (``data/hyp.*.yaml``) goes in an experiment.
+HYP_KEYS: dict[str, str] = {
+    **{k: f"optim.{k}" for k in ("lr0", "lrf", "momentum", "weight_decay")},
+    **{k: f"optim.{k}" for k in ("warmup_epochs", "warmup_momentum", "warmup_bias_lr")},
+    **{
+        k: f"task_options.detect.{k}"
+        for k in ("box", "cls", "cls_pw", "obj", "obj_pw", "anchor_t", "fl_gamma")
+    },
+    **{k: f"augment.{k}" for k in ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear")},
+    **{k: f"augment.{k}" for k in ("perspective", "flipud", "fliplr", "mosaic", "mixup")},
+}
+#: Keys of those files that the official trainer reads but its YOLOR loss does not use.
+HYP_UNUSED = ("iou_t",)
+
+
+def hyp_overrides(path: str | Path) -> tuple[list[str], list[str]]:
+    """The ``key=value`` overrides an official ``--hyp hyp.scratch.640.yaml`` stands for, and notes.
+
+    Raises:
+        ConfigError: for an unreadable file or a key that is not one of :data:`HYP_KEYS`, naming it.
+    """
+    data, _ = read_yaml(path)
+    overrides, notes = [], []
+    for key, value in data.items():
+        if key in HYP_UNUSED:
+            notes.append(f"note: --hyp {path}: {key} is not used by the YOLOR loss; set aside")
+        elif key in HYP_KEYS:
+            overrides.append(f"{HYP_KEYS[key]}={json.dumps(value)}")
+        else:
+            raise ConfigError(
+                f"--hyp {path}: unknown key {key!r}; an official hyper-parameter file has {', '.join(HYP_KEYS)}"
+            )
+    return overrides, notes
+
+
+def set_aside_tasks_left_out(cfg: ExperimentConfig) -> tuple[ExperimentConfig, list[str]]:
+    """Drop the ``task_options`` and ``balancer.weights`` entries of tasks that
+    ``cfg.tasks`` leaves out, so that ``--tasks detect`` trains a subset of an experiment written for more.
+
+    The tasks that the enabled ones require (``jde`` needs ``detect``) keep theirs. Returns the config and
+    one note per kind of entry set aside (empty when nothing was).
+    """
+    from unified.registry import import_plugins
+    from unified.task import resolve_tasks
+
+    try:
+        import_plugins(list(cfg.plugins))
+        kept = set(resolve_tasks(cfg.tasks))
+    except Exception:  # an unknown task or plugin: the run names it when it checks the experiment
+        kept = set(cfg.tasks)
+    notes = []
+    options = {name: value for name, value in cfg.task_options.items() if name in kept}
+    weights = {name: value for name, value in cfg.balancer.weights.items() if name in kept}
+    for key, before, after in (
+        ("task_options", cfg.task_options, options),
+        ("balancer.weights", cfg.balancer.weights, weights),
+    ):
+        left = sorted(set(before) - set(after))
+        if left:
+            notes.append(f"note: --tasks {','.join(cfg.tasks)}: {key} of {left} set aside (tasks left out)")
+    balancer = dataclasses.replace(cfg.balancer, weights=weights)
+    return dataclasses.replace(cfg, task_options=options, balancer=balancer), notes
 
 
 def with_absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -226,6 +317,9 @@ __all__ = [
     "OptimConfig",
     "SyntheticConfig",
     "TrainConfig",
+    "HYP_KEYS",
+    "hyp_overrides",
     "load_experiment",
+    "set_aside_tasks_left_out",
     "with_absolute_paths",
 ]

@@ -292,7 +292,8 @@ _TABLE_COLUMNS = (
 
 
 def format_mot_table(rows: MotRows) -> str:
-    """A plain-text table of the rows; ratios as percentages."""
+    """A plain-text table of the rows; ratios as fractions in [0, 1], as every other table and
+    ``metrics.json`` show them."""
     width = max(8, *(len(name) for name in rows))
     header = f"{'sequence':<{width}}" + "".join(f"{title:>8}" for title, _ in _TABLE_COLUMNS)
     lines = [header]
@@ -300,7 +301,7 @@ def format_mot_table(rows: MotRows) -> str:
         cells = []
         for _, key in _TABLE_COLUMNS:
             value = row[key]
-            cells.append(f"{100 * value:8.1f}" if key in _RATIOS else f"{value:8d}")
+            cells.append(f"{value:8.3f}" if key in _RATIOS else f"{value:8d}")
         lines.append(f"{name:<{width}}" + "".join(cells))
     return "\n".join(lines)
 

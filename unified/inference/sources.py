@@ -92,13 +92,29 @@ def _require_av() -> Any:
 
 
 def read_video(path: str | Path) -> Iterator[tuple[np.ndarray, float]]:
-    """Decode a video's frames as ``(h, w, 3)`` uint8 RGB arrays, with the stream's frame rate."""
+    """Decode a video's frames as ``(h, w, 3)`` uint8 RGB arrays, with the stream's frame rate.
+
+    Raises:
+        SourceError: for an empty or corrupt file, one without a video stream, or one with no frame, naming it.
+    """
     av = _require_av()
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 25)
-        for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24"), fps
+    decoded = 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise SourceError(f"video {path} has no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 25)
+            for frame in container.decode(stream):
+                decoded += 1
+                yield frame.to_ndarray(format="rgb24"), fps
+    except av.FFmpegError as exc:  # FFmpeg's own words after the frame it reached
+        where = f" after frame {decoded}" if decoded else ""
+        raise SourceError(
+            f"video {path} cannot be decoded{where} (empty or corrupt?): {exc.strerror}"
+        ) from None
+    if not decoded:
+        raise SourceError(f"video {path} has no frame")
 
 
 def iter_frames(source: str | Path, skipped: list[str] | None = None) -> Iterator[Frame]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from unified.implicit import ImplicitBank, ImplicitOp, fold_add_before, fold_mul_after
@@ -124,8 +125,7 @@ class IDetectHead(nn.Module, Fusable):
         raw = []
         for level, x in enumerate(features):
             y = self.im[level](self.m[level](self.ia[level](x)))
-            b, _, ny, nx = y.shape
-            raw.append(y.view(b, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous())
+            raw.append(rearrange(y, "b (a o) h w -> b a h w o", a=self.na).contiguous())
         out: dict[str, Any] = {"raw": raw}
         if not self.training:
             out["decoded"] = self.decode(raw)
