@@ -63,7 +63,14 @@ from unified.data.readers import label_path_for, list_images, read_lines
 from unified.data.records import ImageRecord
 from unified.data.validate import BOX_TOLERANCE_PX, ProblemLog, check_box, check_image, is_integer_value
 from unified.drawing import draw_keypoints
-from unified.evaluation.coco import CocoStats, coco_stats, no_detection_stats
+from unified.evaluation.coco import (
+    CocoStats,
+    add_coco_annotation,
+    add_coco_image,
+    coco_stats,
+    empty_coco_dataset,
+    no_detection_stats,
+)
 from unified.evaluation.plots import save_curve_and_results
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable
@@ -572,9 +579,8 @@ class PoseEvaluator(Evaluator):
 
     def __init__(self, task: PoseTask) -> None:
         self.task = task
-        self.gt: dict[str, list] = {"images": [], "annotations": [], "categories": []}
+        self.gt = empty_coco_dataset(task.info.class_names)
         self.results: list[dict[str, Any]] = []
-        self.gt["categories"] = [{"id": i, "name": n} for i, n in enumerate(task.info.class_names)]
         self.measured: CocoStats | None = None
 
     def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
@@ -583,9 +589,7 @@ class PoseEvaluator(Evaluator):
         for i, meta in enumerate(batch["meta"]):
             if not bool(mask[i]):
                 continue
-            image_id = int(meta["image_id"])
-            h, w = meta["orig_shape"]
-            self.gt["images"].append({"id": image_id, "height": int(h), "width": int(w)})
+            image_id = add_coco_image(self.gt, meta)
             boxes, classes, _ = ground_truth_in_original(batch, i)
             rows = (batch["boxes"][:, 0] == i).cpu()
             points = batch["keypoints"].cpu()[rows].double()
@@ -610,10 +614,10 @@ class PoseEvaluator(Evaluator):
         x1, y1, x2, y2 = (float(v) for v in box)
         visible = kp[:, 2] > 0
         flat = np.where(visible[:, None], kp, 0.0).reshape(-1)
-        self.gt["annotations"].append(
-            {"id": len(self.gt["annotations"]) + 1, "image_id": image_id, "category_id": cls,
-             "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": int(crowd),
-             "keypoints": [float(v) for v in flat], "num_keypoints": int(visible.sum())}
+        add_coco_annotation(
+            self.gt, image_id=image_id, category_id=cls, bbox=[x1, y1, x2 - x1, y2 - y1],
+            area=(x2 - x1) * (y2 - y1), iscrowd=int(crowd), keypoints=[float(v) for v in flat],
+            num_keypoints=int(visible.sum()),
         )  # fmt: skip
 
     def compute(self) -> dict[str, float]:

@@ -90,7 +90,14 @@ from unified.data.readers import check_box, check_image, label_path_for, list_im
 from unified.data.records import ImageRecord
 from unified.data.validate import BOX_TOLERANCE_PX, is_integer_value
 from unified.drawing import color, overlay_masks
-from unified.evaluation.coco import CocoStats, coco_stats, no_detection_stats
+from unified.evaluation.coco import (
+    CocoStats,
+    add_coco_annotation,
+    add_coco_image,
+    coco_stats,
+    empty_coco_dataset,
+    no_detection_stats,
+)
 from unified.evaluation.plots import save_curve_and_results
 from unified.implicit import ImplicitForm, ImplicitOp, fold_add_before, fold_mul_after
 from unified.models.fuse import Fusable
@@ -794,9 +801,8 @@ class SegmentEvaluator(Evaluator):
 
     def __init__(self, task: SegmentTask) -> None:
         self.task = task
-        self.gt: dict[str, list] = {"images": [], "annotations": [], "categories": []}
+        self.gt = empty_coco_dataset(task.info.class_names)
         self.results: list[dict[str, Any]] = []
-        self.gt["categories"] = [{"id": i, "name": n} for i, n in enumerate(task.info.class_names)]
         self.measured: CocoStats | None = None
 
     def update(self, predictions: dict[str, list[dict[str, Any]]], batch: dict[str, Any]) -> None:
@@ -804,18 +810,15 @@ class SegmentEvaluator(Evaluator):
         for i, meta in enumerate(batch["meta"]):
             if not bool(mask[i]):
                 continue
-            image_id = int(meta["image_id"])
-            h, w = meta["orig_shape"]
-            self.gt["images"].append({"id": image_id, "height": int(h), "width": int(w)})
+            image_id = add_coco_image(self.gt, meta)
             classes = batch["boxes"][(batch["boxes"][:, 0] == i)][:, 1].long().cpu().numpy()
             masks = ground_truth_masks(batch, i, self.task.options.stride)
             crowd = ignored_in_image(batch, i)
             for rle, cls, is_crowd in zip(encode_masks(masks), classes, crowd):
                 x, y, bw, bh = (float(v) for v in coco_mask.toBbox(rle))
-                self.gt["annotations"].append(
-                    {"id": len(self.gt["annotations"]) + 1, "image_id": image_id, "category_id": int(cls),
-                     "segmentation": rle, "area": float(coco_mask.area(rle)), "bbox": [x, y, bw, bh],
-                     "iscrowd": int(is_crowd)}
+                add_coco_annotation(
+                    self.gt, image_id=image_id, category_id=int(cls), segmentation=rle,
+                    area=float(coco_mask.area(rle)), bbox=[x, y, bw, bh], iscrowd=int(is_crowd),
                 )  # fmt: skip
             det = predictions["detect"][i]
             for rle, score, cls in zip(

@@ -214,6 +214,28 @@ class CocoDetectionEvaluator:
         return evaluate_coco(self.coco_gt(), self._results, verbose=verbose)
 
 
+def empty_coco_dataset(class_names: Sequence[str]) -> dict[str, list]:
+    """An in-memory COCO ground-truth dataset with one category per class index (id = index), no images."""
+    return {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": i, "name": n} for i, n in enumerate(class_names)],
+    }
+
+
+def add_coco_image(dataset: dict[str, list], meta: dict[str, Any]) -> int:
+    """Register a batch image (its ``meta``: ``image_id``, ``orig_shape``) in ``dataset``; its id."""
+    image_id = int(meta["image_id"])
+    height, width = meta["orig_shape"]
+    dataset["images"].append({"id": image_id, "height": int(height), "width": int(width)})
+    return image_id
+
+
+def add_coco_annotation(dataset: dict[str, list], **fields: Any) -> None:
+    """Append one annotation with the next id (ids from 1: pycocotools reads a matched id 0 as unmatched)."""
+    dataset["annotations"].append({"id": len(dataset["annotations"]) + 1, **fields})
+
+
 def coco_from_dataset(dataset: dict[str, Any]) -> COCO:
     """A pycocotools ``COCO`` object from an in-memory dataset dict, without its prints."""
     coco = COCO()
@@ -391,7 +413,10 @@ __all__ = [
     "CocoDetectionEvaluator",
     "CocoResult",
     "CocoStats",
+    "add_coco_annotation",
+    "add_coco_image",
     "coco_from_dataset",
+    "empty_coco_dataset",
     "evaluate_coco",
     "no_detection_stats",
 ]
