@@ -181,3 +181,25 @@ def test_train_val_predict_track_export_end_to_end(
 
     onnx = model.export(format="onnx", imgsz=64)
     assert onnx == run_dir / "weights" / "best.onnx" and onnx.is_file()
+
+
+def test_train_with_fewer_tasks_than_the_experiment_sets_the_others_aside(
+    outside: Path, tiny_world: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Model(tasks=[detect]) trained with the three-task demo experiment: jdc's and jde's options and
+    weights step aside with a note, as `unified train --tasks detect` does."""
+    import unified.api
+
+    seen = {}
+
+    def fake_run_training(cfg: Any, **_: Any) -> tuple[Path, dict]:
+        seen["cfg"] = cfg
+        return outside / "runs" / "exp", {}
+
+    monkeypatch.setattr(unified.api, "run_training", fake_run_training)
+    Model("yolor-tiny", tasks=["detect"]).train(data=tiny_world, config="synthetic", progress=False)
+    cfg = seen["cfg"]
+    assert cfg.tasks == ["detect"] and set(cfg.task_options) == {"detect"}
+    assert set(cfg.balancer.weights) == {"detect"}
+    out = capsys.readouterr().out
+    assert "task_options of ['jde'] set aside" in out and "balancer.weights of ['jdc', 'jde']" in out

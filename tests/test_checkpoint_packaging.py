@@ -136,3 +136,19 @@ def test_supervision_is_the_benchmarks_extra() -> None:
         p for p in (ROOT / "unified").rglob("*.py") if '"supervision"' in p.read_text(encoding="utf-8")
     }
     assert users and all("benchmark" in p.parts for p in users), users
+
+
+def test_resuming_a_stripped_checkpoint_says_what_it_lacks(tmp_path: Path, capsys) -> None:
+    """A stripped checkpoint put back into a run folder has no optimiser: --resume says so and points at
+    --weights, instead of failing on a missing key."""
+    from unified.commands import train as train_command
+
+    run = tmp_path / "runs" / "exp"
+    (run / "weights").mkdir(parents=True)
+    (run / "config.yaml").write_text("tasks: [detect, jdc, jde]\n")
+    src, _ = _training_checkpoint(tmp_path / "last.pt")
+    strip_checkpoint(src, run / "weights" / "last.pt")
+    assert train_command.main(["--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "stripped checkpoint" in err and f"--weights {run / 'weights' / 'last.pt'}" in err
+    assert err.count("\n") == 1

@@ -36,10 +36,11 @@ from unified.checkpoint import load_safe
 from unified.config import load_config, to_dict
 from unified.distributed import select_device
 from unified.engine.evaluate import evaluate_dataset, training_image_size
-from unified.engine.experiment import load_experiment
+from unified.engine.experiment import load_experiment, set_aside_tasks_left_out
 from unified.engine.hooks import Hook
 from unified.engine.launch import flags_to_overrides, run_training
 from unified.inference import (
+    CocoIds,
     Frame,
     detection_arrays,
     draw_predictions,
@@ -132,7 +133,7 @@ class Result:
     def records(self) -> list[dict[str, Any]]:
         """One COCO-style result record per detection: ``category_id``, ``bbox`` ``[x, y, w, h]``, ``score``
         and what the other tasks add (``segmentation`` RLE, ``keypoints`` ...), as ``predictions.json``."""
-        return instance_records(self._model, self._frame, self.predictions)
+        return CocoIds().apply(self._frame, instance_records(self._model, self._frame, self.predictions))
 
     @cached_property
     def image_fields(self) -> dict[str, Any]:
@@ -277,7 +278,10 @@ class Model:
             tasks=",".join(self.tasks),
         )
         texts = [*flags_to_overrides(flags), *self._stored_task_options(), *_override_texts(overrides)]
-        cfg = load_experiment(config, texts)
+        # The model's tasks may be a subset of the experiment's: the others' options and weights step aside.
+        cfg, notes = set_aside_tasks_left_out(load_experiment(config, texts))
+        for note in notes:
+            print(note)
         run_dir, metrics = run_training(cfg, progress=progress, extra_hooks=hooks)
         run_dir = run_dir.resolve()  # the model loads from it later, maybe from another working directory
         best = run_dir / "weights" / "best.pt"

@@ -157,3 +157,49 @@ def test_detect_errors_are_clear(tmp_path: Path, checkpoint: Path, capsys) -> No
         resolve_source(tmp_path / "absent.jpg")
     with pytest.raises(SystemExit):
         detect.parse_args(["--weights", "w.pt", "--source", "x", "--img", "100"])  # not a multiple of 32
+
+
+def test_predictions_json_takes_the_sources_own_coco_ids(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    """COCO file names are numbers (their image ids); --coco-json gives the file's own image and category
+    ids, so pycocotools can score predictions.json against it as it is."""
+    folder = tmp_path / "val2017"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("000000000139.jpg", "000000000785.jpg"):
+        Image.fromarray(rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)).save(folder / name)
+    argv = ["--weights", str(checkpoint), "--source", str(folder), "--img", "64", "--conf", "0.3"]
+    assert detect.main([*argv, "--save-json", "--no-save-img", "--out", str(tmp_path / "a")]) == 0
+    records = json.loads((tmp_path / "a" / "predictions.json").read_text())
+    assert records and {r["image_id"] for r in records} == {139, 785}  # the numbers of the file names
+    assert {r["category_id"] for r in records} <= set(range(len(INFO.class_names)))
+
+    coco = tmp_path / "instances_val2017.json"
+    categories = [{"id": 3, "name": "car"}, {"id": 1, "name": "person"}, {"id": 18, "name": "dog"}]
+    images = [{"id": 5001, "file_name": "000000000139.jpg"}, {"id": 5002, "file_name": "000000000785.jpg"}]
+    coco.write_text(json.dumps({"images": images, "annotations": [], "categories": categories}))
+    out = tmp_path / "b"
+    flags = ["--save-json", "--save-txt", "--no-save-img", "--coco-json", str(coco), "--out", str(out)]
+    assert detect.main([*argv, *flags]) == 0
+    mine = json.loads((out / "predictions.json").read_text())
+    assert {r["image_id"] for r in mine} == {5001, 5002}
+    by_index = {0: 3, 1: 1, 2: 18}
+    rows = [line.split() for line in (out / "labels" / "000000000139.txt").read_text().splitlines()]
+    first = [r for r in mine if r["image_id"] == 5001]
+    assert [r["category_id"] for r in first] == [by_index[int(row[0])] for row in rows]
+    assert json.loads((out / "categories.json").read_text()) == [
+        {"id": by_index[i], "name": n} for i, n in enumerate(INFO.class_names)
+    ]
+
+    categories.pop()  # the model's 'dog' is not a category of the file: one line, exit 2
+    coco.write_text(json.dumps({"images": images, "annotations": [], "categories": categories}))
+    capsys.readouterr()
+    assert detect.main([*argv, "--save-json", "--coco-json", str(coco), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "['dog']" in err and str(coco) in err and err.count("\n") == 1
+    images.pop()  # an image the file does not list
+    categories.append({"id": 18, "name": "dog"})
+    coco.write_text(json.dumps({"images": images, "annotations": [], "categories": categories}))
+    assert detect.main([*argv, "--save-json", "--coco-json", str(coco), "--out", str(tmp_path / "d")]) == 2
+    assert "000000000785.jpg is not in its 'images'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # ids for a file that is not written
+        detect.parse_args([*argv, "--coco-json", str(coco)])

@@ -9,10 +9,14 @@ Writes into --out (default runs/detect/exp, numbered when it exists):
 * ``NAME.ext`` annotated images (``VIDEO.mp4`` for a video): every task draws its prediction (boxes,
   masks, keypoints, image labels ...);
 * ``labels/NAME.txt`` with --save-txt: YOLO rows ``class cx cy w h conf`` normalised to the original image;
-* ``predictions.json`` with --save-json: COCO-style results, one record per detection with ``image_id``,
-  ``file_name``, ``category_id`` = class index, ``bbox`` = ``[x, y, w, h]`` in original pixels, ``score``,
+* ``predictions.json`` with --save-json: the COCO results format, one record per detection with
+  ``image_id``, ``file_name``, ``category_id``, ``bbox`` = ``[x, y, w, h]`` in original pixels, ``score``,
   and what the other tasks add (``segment``: ``segmentation`` as a compressed RLE; ``pose``:
-  ``keypoints`` ``[x, y, score] * K``), and ``categories.json`` (index -> name);
+  ``keypoints`` ``[x, y, score] * K``), and ``categories.json`` (category id -> name). With
+  ``--coco-json FILE`` (the source's COCO annotations) the ids are that file's (image by ``file_name``,
+  category by name), so pycocotools scores the file as it is; without it an image named by a number
+  (COCO's ``000000397133.jpg``) has that number as ``image_id``, any other its running index, and
+  ``category_id`` is the class index;
 * ``image_labels.json`` with --save-labels (models with a task about the whole image, e.g. ``jdc``): per
   image that task's fields (``jdc``: the labels above its threshold and every label's score);
 * ``KEY/NAME.npy`` with --save-arrays (alias --save-embeddings; models with a task of per-detection arrays,
@@ -39,6 +43,7 @@ from unified.config import ConfigError
 from unified.distributed import select_device
 from unified.engine.launch import increment_path
 from unified.inference import (
+    CocoIds,
     Frame,
     SourceError,
     VideoWriter,
@@ -74,6 +79,12 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--save-txt", dest="save_txt", action="store_true", help="YOLO txt per image")
     p.add_argument("--save-json", dest="save_json", action="store_true", help="COCO-style predictions.json")
     p.add_argument(
+        "--coco-json",
+        dest="coco_json",
+        default=None,
+        help="the source's COCO annotations: predictions.json takes their image and category ids",
+    )
+    p.add_argument(
         "--save-labels", dest="save_labels", action="store_true", help="image-level outputs (jdc labels)"
     )
     p.add_argument(
@@ -89,12 +100,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     args = p.parse_args(fold_image_size(p, argv))
     if args.img < 32 or args.img % 32:
         p.error(f"--img must be a positive multiple of 32, got {args.img}")
+    if args.coco_json and not args.save_json:
+        p.error("--coco-json gives the ids of predictions.json: add --save-json")
     return args
-
-
-def device_of(text: str) -> torch.device:
-    """``cpu``, ``cuda``, ``0`` or ``cuda:0``."""
-    return torch.device(f"cuda:{text}" if text.isdigit() else text)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -117,6 +125,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             detect.cfg, conf_thres=args.conf, iou_thres=args.iou, max_det=args.max_det, multi_label=False
         )
         model.for_inference(fuse=args.fuse)
+        args.coco_ids = (
+            CocoIds.from_annotations(args.coco_json, model.info.class_names) if args.coco_json else CocoIds()
+        )
         out = increment_path(Path(args.out), args.exist_ok)
         out.mkdir(parents=True, exist_ok=True)
         count = run(model, args, out, device)
@@ -167,7 +178,8 @@ def run(model: torch.nn.Module, args: argparse.Namespace, out: Path, device: tor
             writer.close()
     if args.save_json:
         write_json(out / "predictions.json", [r for rows in collected["results"].values() for r in rows])
-        write_json(out / "categories.json", [{"id": i, "name": n} for i, n in enumerate(names)])
+        categories = [{"id": args.coco_ids.category_id(i), "name": n} for i, n in enumerate(names)]
+        write_json(out / "categories.json", categories)
     if args.save_labels:
         write_json(out / "image_labels.json", collected["image_labels"])
     elapsed = time.perf_counter() - start
@@ -208,7 +220,8 @@ def write_frame(
         (out / "labels").mkdir(exist_ok=True)
         (out / "labels" / f"{frame.name}.txt").write_text("".join(f"{line}\n" for line in lines))
     if args.save_json:
-        collected["results"][frame.name] = instance_records(model, frame, predictions)
+        records = instance_records(model, frame, predictions)
+        collected["results"][frame.name] = args.coco_ids.apply(frame, records)
     if args.save_labels:
         collected["image_labels"][frame.name] = image_fields(model, predictions)
     if args.save_arrays:
@@ -217,4 +230,4 @@ def write_frame(
             np.save(out / key / f"{frame.name}.npy", array)
 
 
-__all__ = ["check_outputs_wanted", "device_of", "main", "parse_args", "run", "write_frame"]
+__all__ = ["check_outputs_wanted", "main", "parse_args", "run", "write_frame"]

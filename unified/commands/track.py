@@ -3,6 +3,7 @@
     unified track --detections det.txt --out result.txt [--tracker-config t.yaml] [key=value ...]
     unified track --weights W --source SEQ_DIR|video --out result.txt      (model mode)
     unified track --weights W --source SEQ_DIR --out result.txt --plugins mypkg.tasks   (plugin tasks)
+    unified track --weights W --source SEQ_DIR --out result.txt --save-video tracks.mp4  (needs PyAV)
 
 Detection mode tracks a MOTChallenge detection file (``frame,-1,x,y,w,h,conf,...``; columns after the
 10th, if any, are per-detection embeddings) with the tracker alone and writes
@@ -10,14 +11,20 @@ Detection mode tracks a MOTChallenge detection file (``frame,-1,x,y,w,h,conf,...
 (``TrackerConfig``), e.g. ``high_thresh=0.4 lost_buffer=60``. Frames are whole numbers from 1 to
 2,147,483,647; the time taken follows the rows of the file, not its largest frame number.
 
+Model mode with ``--save-video FILE`` also writes the frames with every confirmed track drawn in its
+identity's colour, labelled ``id N``, with a trail through its last ``--trail`` centres (at the sequence's
+``seqinfo.ini`` frame rate, a video's own, else 25).
+
 ``python tools/track.py`` is the same command.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 from unified.cli import add_plugins_argument
 from unified.commands import add_image_size_argument, fold_image_size
@@ -39,6 +46,10 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     add_image_size_argument(parser, 640, "model mode: inference image size (alias --img-size)")
     parser.add_argument("--device", default="cpu", help="model mode: cpu, or a CUDA index such as 0")
     parser.add_argument("--tracker-config", type=Path, help="YAML with TrackerConfig fields")
+    parser.add_argument(
+        "--save-video", dest="save_video", type=Path, help="model mode: the tracks drawn, as a video file"
+    )
+    parser.add_argument("--trail", type=int, default=30, help="with --save-video: centres per trail")
     add_plugins_argument(parser, prefix="model mode: ", suffix="; key=value settings go before --plugins")
     parser.add_argument("overrides", nargs="*", help="tracker settings as key=value (e.g. high_thresh=0.4)")
     args = parser.parse_args(fold_image_size(parser, argv))
@@ -54,6 +65,10 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
         parser.error("--weights needs --source (a sequence folder or a video)")
     if args.detections is not None and args.source is not None:
         parser.error("--source belongs to model mode (--weights); --detections already gives the input")
+    if args.detections is not None and args.save_video is not None:
+        parser.error("--save-video belongs to model mode (--weights): detection mode has no images")
+    if args.trail < 1:
+        parser.error(f"--trail must be at least 1, got {args.trail}")
     return args
 
 
@@ -91,7 +106,7 @@ def track_with_model(args: argparse.Namespace, config: TrackerConfig) -> int:
     from unified.checkpoint import CheckpointError
     from unified.commands import check_image_size
     from unified.distributed import select_device
-    from unified.inference import SourceError, track_source
+    from unified.inference import SourceError
     from unified.model import load
     from unified.registry import RegistryError
 
@@ -103,7 +118,7 @@ def track_with_model(args: argparse.Namespace, config: TrackerConfig) -> int:
     try:
         model = load(args.weights, device=device, plugins=args.plugins).for_inference()
         check_image_size(model, args.img)
-        results = list(track_source(model, args.source, config, img_size=args.img, device=device))
+        results = run_tracking(model, args, config, device)
     # ImportError: a missing optional dependency (MissingDependencyError) or a --plugins module that does
     # not import; RegistryError: a task of the checkpoint that no imported module registers.
     except (CheckpointError, ConfigError, SourceError, ImportError, RegistryError, OSError) as exc:
@@ -111,8 +126,43 @@ def track_with_model(args: argparse.Namespace, config: TrackerConfig) -> int:
         return 2
     write_mot_results(args.out, results)
     tracks = {t.track_id for _, active in results for t in active}
-    print(f"{args.source}: {len(results)} frames, {len(tracks)} tracks -> {args.out}")
+    video = f" and {args.save_video}" if getattr(args, "save_video", None) else ""
+    print(f"{args.source}: {len(results)} frames, {len(tracks)} tracks -> {args.out}{video}")
     return 0
 
 
-__all__ = ["main", "parse_args", "track_with_model"]
+def run_tracking(model: Any, args: argparse.Namespace, config: TrackerConfig, device: Any) -> list:
+    """Track ``--source``; with ``--save-video``, draw every frame's tracks into the video as it goes."""
+    from unified.inference import TrackDrawer, VideoWriter, track_source_frames
+
+    save_video = getattr(args, "save_video", None)  # callers' Namespaces from before --save-video
+    results, drawer, writer = [], TrackDrawer(getattr(args, "trail", 30)), None
+    try:
+        for frame, tracks in track_source_frames(model, args.source, config, img_size=args.img, device=device):
+            results.append((int(frame.frame or 0), tracks))
+            if save_video is None:
+                continue
+            drawn = drawer.draw(frame.image, tracks)
+            if writer is None:
+                writer = VideoWriter(save_video, frame_rate(args.source, frame.fps), drawn.size)
+            writer.write(drawn)
+    finally:
+        if writer is not None:
+            writer.close()
+    return results
+
+
+def frame_rate(source: str | Path, video_fps: float | None) -> float:
+    """A sequence folder's ``seqinfo.ini`` frame rate, else the video's own, else 25."""
+    import configparser
+
+    ini = Path(source) / "seqinfo.ini"
+    if ini.is_file():
+        parser = configparser.ConfigParser()
+        with contextlib.suppress(configparser.Error, OSError, ValueError, KeyError):
+            parser.read_string(ini.read_text())
+            return float(parser["Sequence"].get("frameRate", "25"))
+    return video_fps or 25.0
+
+
+__all__ = ["frame_rate", "main", "parse_args", "run_tracking", "track_with_model"]

@@ -87,6 +87,12 @@ def load_resume_state(path: Path, device: torch.device) -> dict[str, Any]:
         CheckpointError: for a file that is not a complete unified checkpoint.
     """
     state = load_safe(path, map_location=device)
+    require_format(state, path)
+    if state.get("stripped"):
+        raise CheckpointError(
+            f"--resume {path}: a stripped checkpoint (unified export --strip) keeps the weights only, no "
+            f"optimiser or training state to resume; to train on from it, start a new run with --weights {path}"
+        )
     require_format(state, path, keys=RESUME_KEYS)
     if not isinstance(state["model_config"], Mapping) or not isinstance(state["dataset_info"], Mapping):
         raise CheckpointError(

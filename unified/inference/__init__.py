@@ -11,6 +11,7 @@
 These serve the deployment tools ``tools/detect.py`` and ``tools/track.py``.
 """
 
+from unified.inference.coco_ids import CocoIds
 from unified.inference.predict import batches, predict_frames, prepare
 from unified.inference.sources import (
     IMAGE_SUFFIXES,
@@ -23,7 +24,7 @@ from unified.inference.sources import (
     resolve_source,
     sequence_frames,
 )
-from unified.inference.tracking import track_source
+from unified.inference.tracking import TrackDrawer, track_source, track_source_frames
 from unified.inference.writers import (
     VideoWriter,
     detection_arrays,
@@ -35,6 +36,8 @@ from unified.inference.writers import (
 )
 
 __all__ = [
+    "CocoIds",
+    "TrackDrawer",
     "IMAGE_SUFFIXES",
     "VIDEO_SUFFIXES",
     "Frame",
@@ -53,6 +56,7 @@ __all__ = [
     "resolve_source",
     "sequence_frames",
     "track_source",
+    "track_source_frames",
     "write_json",
     "yolo_lines",
 ]
