@@ -14,6 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from tests.data import published
 from unified.data import load_dataset_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +26,14 @@ EXPECTED: dict[str, set[str]] = {
     "coco-ignore": {"boxes", "ignore"},
     "yolo": {"boxes", "image_labels"},
     "official-yolo": {"boxes"},
-    "mot": {"boxes", "identities"},
+    "mot": {"boxes", "identities", "ignore"},
+    "mot15": {"boxes", "identities"},
     "jde": {"boxes", "identities"},
+    "jde-lists": {"boxes", "identities"},
+    "crowdhuman": {"boxes", "identities", "ignore"},
+    "voc": {"boxes", "ignore"},
+    "coco-subset": {"boxes"},
+    "tags": {"boxes", "image_labels"},
     "yolo-seg": {"boxes", "masks"},
     "yolo-pose": {"boxes", "keypoints"},
     "mixture": {"boxes", "image_labels", "identities"},
@@ -90,6 +97,19 @@ def write_tree(root: Path) -> None:
     _text(root / "seg/labels/train/s1.txt", "1 0.1 0.1 0.5 0.1 0.5 0.6 0.1 0.6\n")
     _image(root / "pose/images/train/p1.jpg")
     _text(root / "pose/labels/train/p1.txt", "0 0.5 0.5 0.4 0.6 0.5 0.3 2 0.45 0.5 2 0.55 0.5 1\n")
+    write_published(root)
+
+
+def write_published(root: Path) -> None:
+    """The published layouts' examples (tests/data/published.py writes each from its specification)."""
+    published.mot17_sequence(root / "MOT17/train")
+    published.mot15_sequence(root / "2DMOT2015/train")
+    published.jde_root(root / "jde-mix")
+    odgt, _ = published.crowdhuman(root / "CrowdHuman")
+    _text(odgt.with_name("annotation_val.odgt"), odgt.read_text())
+    published.voc_root(root / "VOCdevkit/VOC2007")
+    published.coco_with_more_classes(root / "coco80")
+    published.tags_csv(root / "tagged")
 
 
 def test_every_marked_example_is_checked() -> None:

@@ -24,6 +24,7 @@ from unified.data import (
     read_mot,
     read_yolo,
 )
+from unified.data.summary import PartTally
 
 LABELS = NAMES + SCENES
 
@@ -125,11 +126,14 @@ def test_coco_broken_annotation_is_reported_with_file_and_id(tmp_path, bad, kind
     assert len(records[0].labels["boxes"].xyxy) == 1
 
 
-def test_coco_unknown_category_name(tmp_path):
+def test_a_category_the_dataset_does_not_name_is_left_out_and_counted_not_an_error(tmp_path):
     cats = [{"id": 1, "name": "ellipse"}, {"id": 2, "name": "dog"}]
-    path = coco_world(tmp_path, [ann(1, cat=2)], categories=cats)
-    _, log = read(path, skip=True)
-    assert log.counts() == {"unknown_class": 1} and "'dog'" in log.problems[0].message
+    path = coco_world(tmp_path, [ann(1, cat=2), ann(2, cat=1)], categories=cats)
+    tally = PartTally()
+    log = ProblemLog()
+    records = read_coco(path, tmp_path / "imgs", NAMES, LABELS, ["boxes"], log, tally=tally)
+    assert len(log) == 0 and len(records[0].labels["boxes"]) == 1
+    assert tally.dropped == {"other_category": 1} and tally.details["other_category"] == {"dog": 1}
 
 
 def test_coco_duplicate_track_in_one_image(tmp_path):

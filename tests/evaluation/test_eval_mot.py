@@ -150,3 +150,24 @@ def test_table_has_a_row_per_sequence(mot_layout):
     assert lines[0].split()[:4] == ["sequence", "MOTA", "MOTP", "IDF1"]
     assert lines[1].split()[:2] == ["TUD-Campus", "0.526"]  # fractions, as in every other table
     assert lines[3].split()[0] == OVERALL
+
+
+def test_hypotheses_on_ignore_regions_are_neither_matches_nor_false_positives():
+    """MOTChallenge's distractor rule: a hypothesis paired with an ignore region is left out."""
+    person = np.array([[0.0, 0.0, 10.0, 20.0]])
+    distractor = np.array([[50.0, 0.0, 60.0, 20.0]])
+    hyps = np.array([[0.0, 0.0, 10.0, 20.0], [51.0, 0.0, 61.0, 20.0], [100.0, 0.0, 110.0, 20.0]])
+    rows = {}
+    for name, ignore in (("with", distractor), ("without", None)):
+        evaluator = MotEvaluator()
+        for frame in (1, 2):
+            evaluator.update("S", frame, person, [1], hyps, [1, 2, 3], ignore_boxes=ignore)
+        rows[name] = evaluator.compute()["S"]
+    assert rows["with"]["num_false_positives"] == 2  # the far box, twice; the one on the distractor: never
+    assert rows["without"]["num_false_positives"] == 4
+    assert rows["with"]["num_misses"] == rows["without"]["num_misses"] == 0
+    # A person's own box goes to the person, even where an ignore region covers it too.
+    evaluator = MotEvaluator()
+    evaluator.update("S", 1, person, [1], hyps[:1], [1], ignore_boxes=person + 1.0)
+    row = evaluator.compute()["S"]
+    assert row["num_misses"] == 0 and row["num_false_positives"] == 0

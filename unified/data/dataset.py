@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
@@ -30,6 +31,7 @@ from unified.data.augment import AugmentConfig, Augmented, Piece
 from unified.data.image_io import load_rgb
 from unified.data.kinds import LABEL_KINDS, RESERVED_NAMES, count_instances, kind_order, label_kind, move_to
 from unified.data.records import ImageRecord
+from unified.data.sampling import WeightedSampler
 from unified.data.validate import DataError
 from unified.structures import DatasetInfo
 
@@ -304,6 +306,7 @@ def build_dataloader(
     pin_memory: bool = False,
     persistent_workers: bool = True,
     worker_niceness: int = 0,
+    sample_weights: Sequence[float] | None = None,
 ) -> DataLoader:
     """A DataLoader with seeded shuffling and workers, :func:`collate`, and optional distribution.
 
@@ -325,9 +328,15 @@ def build_dataloader(
             computes on the same few CPU cores, a worker that takes a core from one of the compute threads
             stalls every parallel op (its share of the work runs at half speed while the other threads
             wait); at the lowest priority the workers fill the gaps instead.
+        sample_weights: One weight per image (``DatasetSplit.sample_weights``: the parts' ``weight``):
+            with ``shuffle``, an epoch draws ``len(dataset)`` images with replacement by weight, seeded by
+            ``seed`` and the epoch, split over the ranks when ``distributed`` (see
+            :class:`unified.data.sampling.WeightedSampler`).
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
+    if sampler is None and shuffle and sample_weights is not None:
+        sampler = _weighted_sampler(dataset, sample_weights, seed, distributed, drop_last)
     if sampler is None and distributed:
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
     return DataLoader(
@@ -343,6 +352,16 @@ def build_dataloader(
         drop_last=drop_last,
         pin_memory=pin_memory,
     )
+
+
+def _weighted_sampler(
+    dataset: Dataset, weights: Sequence[float], seed: int, distributed: bool, drop_last: bool
+) -> WeightedSampler:
+    """The weighted sampler of this process (its rank's share of every epoch's draws)."""
+    if len(weights) != len(dataset):  # type: ignore[arg-type]
+        raise ValueError(f"{len(weights)} sampling weights for {len(dataset)} images")  # type: ignore[arg-type]
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    return WeightedSampler(weights, len(weights), seed=seed, rank=rank, world_size=world, drop_last=drop_last)
 
 
 __all__ = [

@@ -5,20 +5,32 @@ reporting problems to the part's :class:`~unified.data.validate.ProblemLog`. It 
 it provides (``provides``); a part may also declare kinds that are derived from those (``image_labels``
 from the boxes' classes) or that add themselves to the format (kinds with a COCO hook, for ``coco``).
 A plugin module registers its own format with ``@FORMATS.register("name")`` beside its kind and task.
+
+A format with part options declares them as a dataclass (``DatasetFormat.options_class``): a part's
+``options:`` mapping is checked against it when the YAML is read (an unknown key or a wrong type names
+``parts.<i>.options.<key>`` and its line) and reaches :meth:`DatasetFormat.read` as ``ctx.options``.
+What the published rules of a format leave out (a category the dataset does not name, a MOTChallenge row
+that is not considered) goes to ``ctx.tally``, counted for the load summary (:mod:`unified.data.summary`).
+
+Built-in formats: ``coco`` and ``yolo`` (here), ``jde`` (:mod:`unified.data.jde`), ``mot``
+(:mod:`unified.data.mot`), ``crowdhuman`` (:mod:`unified.data.crowdhuman`), ``voc``
+(:mod:`unified.data.voc`) and ``tags`` (:mod:`unified.data.tags`).
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from unified.config import ConfigError
+from unified.config import ConfigError, check, from_dict
 from unified.data.kinds import LABEL_KINDS, LabelKind, label_kind
-from unified.data.readers import IdentityMap, read_coco, read_jde, read_mot, read_yolo
+from unified.data.readers import IdentityMap, read_coco, read_yolo
 from unified.data.records import ImageRecord
+from unified.data.summary import PartTally
 from unified.data.validate import ProblemLog
 from unified.registry import Registry
 from unified.structures import DatasetInfo
@@ -26,7 +38,8 @@ from unified.structures import DatasetInfo
 
 @dataclass
 class CocoSplit:
-    """A COCO split: the JSON file and the folder its ``file_name`` entries are relative to."""
+    """A split of an annotation file and an image folder: COCO's JSON and the folder its ``file_name``
+    entries are relative to, CrowdHuman's ``.odgt`` and its ``Images`` folder."""
 
     annotations: str
     images: str | None = None
@@ -50,6 +63,10 @@ class PartContext:
         check_images: Check every image header (missing, empty, truncated, wrong size).
         kind_options: The dataset YAML's ``kinds:`` options (a format may need them, e.g. the number of
             keypoints of a row); :attr:`info` has them with the names.
+        split: The split being read (``train``, ``val``, ``test``).
+        format: The part's format name.
+        options: The part's options (an instance of the format's ``options_class``; None without one).
+        tally: Where the format counts what its published rules leave out.
     """
 
     part: str
@@ -61,6 +78,10 @@ class PartContext:
     identities: IdentityMap = field(default_factory=IdentityMap)
     check_images: bool = True
     kind_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    split: str = ""
+    format: str = ""
+    options: Any = None
+    tally: PartTally = field(default_factory=PartTally)
 
     @property
     def info(self) -> DatasetInfo:
@@ -83,7 +104,10 @@ class PartContext:
     def resolve_all(self, location: SplitLocation) -> list[Path]:
         """A location that is one path or a list of paths."""
         if isinstance(location, CocoSplit) or location is None:
-            raise ConfigError(f"part {self.part!r}: {{annotations, images}} is only for the coco format")
+            raise ConfigError(
+                f"part {self.part!r}: a split of {{annotations, images}} is for the coco and crowdhuman formats, "
+                f"not {self.format or 'this format'}: give a path or a list of paths"
+            )
         return [self.resolve(s) for s in ([location] if isinstance(location, str) else location)]
 
 
@@ -93,10 +117,17 @@ class DatasetFormat(ABC):
     name: ClassVar[str]
     #: Kinds of label this format reads itself.
     provides: ClassVar[tuple[str, ...]] = ("boxes",)
+    #: A dataclass of the part options this format takes (a part's ``options:``), or None for none.
+    options_class: ClassVar[type | None] = None
 
     def accepts(self, kind: LabelKind) -> bool:
         """Whether a part of this format may declare ``kind`` (beyond derived kinds)."""
         return kind.name in self.provides
+
+    def check_options(self, options: Any, class_names: Sequence[str]) -> tuple[str, str] | None:
+        """A problem of the part's options with the dataset's classes, as ``(option key, message)``
+        (None: none), e.g. a rename to a class the dataset does not have."""
+        return None
 
     @abstractmethod
     def read(self, location: SplitLocation, ctx: PartContext) -> list[ImageRecord]:
@@ -106,8 +137,52 @@ class DatasetFormat(ABC):
 #: A plugin module registers its formats next to its kinds and tasks: installed plugin packages' formats
 #: come from the tasks' entry-point group.
 FORMATS: Registry[type[DatasetFormat]] = Registry(
-    "dataset format", default_modules=(__name__,), entry_point_group="unified.tasks"
+    "dataset format",
+    default_modules=(
+        __name__,
+        "unified.data.jde",
+        "unified.data.mot",
+        "unified.data.crowdhuman",
+        "unified.data.voc",
+        "unified.data.tags",
+    ),
+    entry_point_group="unified.tasks",
 )
+
+_WHERE = re.compile(r"^<config>: key '([^']*)': (.*)$", re.S)
+
+
+def part_options(fmt: DatasetFormat, raw: Any) -> Any:
+    """A part's ``options:`` mapping as the format's ``options_class`` (None when it takes none).
+
+    Raises:
+        ConfigError: through :func:`unified.config.check` with the key ``options.<key>``, so the YAML loader
+            names the part, the key and its line.
+    """
+    if fmt.options_class is None:
+        check(not raw, "options", f"the {fmt.name} format takes no options")
+        return None
+    try:
+        return from_dict(fmt.options_class, raw or {}, prefix="options")
+    except ConfigError as exc:
+        found = _WHERE.match(str(exc))
+        key, problem = (
+            (found.group(1), found.group(2)) if found else ("options", str(exc).removeprefix("<config>: "))
+        )
+        check(False, key, problem)
+
+
+def class_named(name: str | None, class_names: Sequence[str], key: str) -> tuple[str, str] | None:
+    """A problem ``(key, message)`` when an option names a class the dataset does not have."""
+    if name is None or name in class_names:
+        return None
+    return key, f"class {name!r} is not one of the dataset's names {list(class_names)}"
+
+
+def single_class(class_names: Sequence[str], name: str | None) -> int:
+    """The class index a one-class format (MOTChallenge pedestrians, CrowdHuman persons) gives its objects:
+    the class ``name`` (checked when the YAML was read), else the dataset's first class."""
+    return list(class_names).index(name) if name is not None else 0
 
 
 def check_part_kinds(fmt: DatasetFormat, kinds: Sequence[str], part: str) -> None:
@@ -134,14 +209,31 @@ def check_part_kinds(fmt: DatasetFormat, kinds: Sequence[str], part: str) -> Non
             )
 
 
+@dataclass
+class CocoOptions:
+    """Options of a ``coco`` part."""
+
+    #: COCO category name -> dataset class name, for categories the file names otherwise (``{pedestrian:
+    #: person}``); categories whose name (after this) is not in ``names`` are left out and counted.
+    categories: dict[str, str] = field(default_factory=dict)
+
+
 @FORMATS.register("coco")
 class CocoFormat(DatasetFormat):
     """COCO JSON: every kind with a COCO hook (``LabelKind.coco_field``) can be read from it."""
 
     name = "coco"
+    options_class = CocoOptions
 
     def accepts(self, kind: LabelKind) -> bool:
         return kind.coco_field is not None
+
+    def check_options(self, options: CocoOptions, class_names: Sequence[str]) -> tuple[str, str] | None:
+        for source, target in options.categories.items():
+            problem = class_named(target, class_names, f"options.categories.{source}")
+            if problem:
+                return problem
+        return None
 
     def read(self, location: SplitLocation, ctx: PartContext) -> list[ImageRecord]:
         if isinstance(location, CocoSplit):
@@ -152,6 +244,7 @@ class CocoFormat(DatasetFormat):
             images = ann.parent
         else:
             raise ConfigError(f"part {ctx.part!r}: a coco split is {{annotations, images}} or a JSON path")
+        options = ctx.options if ctx.options is not None else CocoOptions()
         return read_coco(
             ann,
             images,
@@ -163,6 +256,8 @@ class CocoFormat(DatasetFormat):
             identities=ctx.identities,
             check_images=ctx.check_images,
             kind_options=ctx.kind_options,
+            renames=options.categories,
+            tally=ctx.tally,
         )
 
 
@@ -176,53 +271,15 @@ class YoloFormat(DatasetFormat):
         return read_yolo(ctx.resolve_all(location), ctx.class_names, ctx.label_kinds, ctx.log, part=ctx.part)
 
 
-@FORMATS.register("jde")
-class JdeFormat(DatasetFormat):
-    """JDE ``labels_with_ids`` txt labels (class, identity, box)."""
-
-    name = "jde"
-    provides = ("boxes", "identities")
-
-    def read(self, location: SplitLocation, ctx: PartContext) -> list[ImageRecord]:
-        return read_jde(
-            ctx.resolve_all(location),
-            ctx.class_names,
-            ctx.label_kinds,
-            ctx.log,
-            part=ctx.part,
-            identities=ctx.identities,
-        )
-
-
-@FORMATS.register("mot")
-class MotFormat(DatasetFormat):
-    """MOTChallenge sequences (``seqinfo.ini``, ``img1/``, ``gt/gt.txt``)."""
-
-    name = "mot"
-    provides = ("boxes", "identities")
-
-    def read(self, location: SplitLocation, ctx: PartContext) -> list[ImageRecord]:
-        records: list[ImageRecord] = []
-        for source in ctx.resolve_all(location):
-            records.extend(
-                read_mot(
-                    source,
-                    ctx.class_names,
-                    ctx.label_kinds,
-                    ctx.log,
-                    part=ctx.part,
-                    identities=ctx.identities,
-                    check_images=ctx.check_images,
-                )
-            )
-        return records
-
-
 __all__ = [
+    "CocoOptions",
     "CocoSplit",
     "DatasetFormat",
     "FORMATS",
     "PartContext",
     "SplitLocation",
     "check_part_kinds",
+    "class_named",
+    "part_options",
+    "single_class",
 ]

@@ -20,33 +20,34 @@ Formats, as read here:
   ``class xc yc w h`` normalised to the image; no label file means an image without objects.
 - **JDE**: like YOLO but ``labels_with_ids`` instead of ``labels`` and rows ``class identity xc yc w h``;
   identity ``-1`` means none.
-- **MOTChallenge**: ``SEQ/seqinfo.ini``, ``SEQ/img1/000001.jpg``, ``SEQ/gt/gt.txt`` with rows
-  ``frame,id,x,y,w,h[,conf,class,visibility]`` (pixels; class 1-based into the dataset's class names,
-  default 1). Rows may come in any order (MOTChallenge files are sorted by identity); they are grouped
-  by frame. Rows with ``conf == 0`` are "not considered" by the MOTChallenge convention and are left out
-  silently. Boxes are amodal in MOTChallenge, so overshoot of the image border is clipped, not reported.
+- MOTChallenge is read by :mod:`unified.data.mot`; the JDE/FairMOT list files, CrowdHuman, Pascal VOC and
+  image-tag lists by their own modules (:mod:`unified.data.jde`, :mod:`unified.data.crowdhuman`,
+  :mod:`unified.data.voc`, :mod:`unified.data.tags`), on the helpers here.
+
+A COCO category whose name (after the part's renames) is not one of the dataset's ``names`` is not an error:
+its annotations are left out and counted (``other_category`` in the part's :class:`PartTally`), so a file is
+used for a subset of its classes by naming them. So are ``iscrowd`` regions of a part without ``ignore``.
 
 Identities are made dataset-global by :class:`IdentityMap`: MOT ids are scoped by sequence, COCO
-``track_id`` and JDE ids by dataset part.
+``track_id`` by dataset part, JDE ids by list file (or part, for folders).
 """
 
 from __future__ import annotations
 
-import configparser
 import json
-import math
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from unified.data.kinds import INVALID, kind_order, label_kind
 from unified.data.kinds.boxes import Boxes
 from unified.data.records import ImageRecord
+from unified.data.summary import PartTally
 from unified.data.validate import ProblemLog, check_box, check_image, is_integer_value
 from unified.structures import DatasetInfo
 
@@ -66,6 +67,12 @@ class IdentityMap:
             self._ids[key] = len(self._ids)
         return self._ids[key]
 
+    def unique(self, scope: str) -> int:
+        """A new identity that no raw id stands for (an object seen once, such as a CrowdHuman person)."""
+        key = (scope, -1 - len(self._ids))  # negative raw ids never come from a file (-1 means none)
+        self._ids[key] = len(self._ids)
+        return self._ids[key]
+
     def __len__(self) -> int:
         return len(self._ids)
 
@@ -79,21 +86,42 @@ def read_lines(path: Path, log: ProblemLog, what: str) -> list[str] | None:
         return None
 
 
-def _record(
+class Instance(NamedTuple):
+    """One object row a text format read: ``xyxy`` pixel box, class index, global identity (-1: none) and
+    whether it is an ignore region (a crowd, a MOTChallenge distractor, a VOC ``difficult`` object)."""
+
+    box: np.ndarray
+    cls: int
+    identity: int = -1
+    ignore: bool = False
+
+
+def make_record(
     path: Path,
     size: tuple[int, int],
-    rows: list[tuple[np.ndarray, int, int]],
+    rows: Sequence[Instance],
     label_kinds: Iterable[str],
+    tally: PartTally | None = None,
     **extra: Any,
 ) -> ImageRecord:
-    """A record from ``(box, class, identity)`` rows, holding the row kinds the part declares."""
+    """A record from instance rows, holding the row kinds the part declares.
+
+    Ignore regions stay (flagged) when the part lists ``ignore``; otherwise they are left out and counted in
+    ``tally`` as ``ignore_region``, never silently.
+    """
     kinds = set(label_kinds)
+    if "ignore" not in kinds:
+        if tally is not None:
+            tally.drop("ignore_region", count=sum(1 for r in rows if r.ignore))
+        rows = [r for r in rows if not r.ignore]
     labels: dict[str, Any] = {}
     if "boxes" in kinds:
-        boxes = np.stack([r[0] for r in rows]) if rows else np.zeros((0, 4), np.float32)
-        labels["boxes"] = Boxes(boxes.astype(np.float32), [r[1] for r in rows])
+        boxes = np.stack([r.box for r in rows]) if rows else np.zeros((0, 4), np.float32)
+        labels["boxes"] = Boxes(boxes.astype(np.float32), [r.cls for r in rows])
         if "identities" in kinds:
-            labels["identities"] = np.array([r[2] for r in rows], dtype=np.int64)
+            labels["identities"] = np.array([-1 if r.ignore else r.identity for r in rows], dtype=np.int64)
+        if "ignore" in kinds:
+            labels["ignore"] = np.array([r.ignore for r in rows], dtype=bool)
     return ImageRecord(path=str(path), width=size[0], height=size[1], labels=labels, **extra)
 
 
@@ -112,6 +140,8 @@ class ReadContext:
         image_state: Scratch space for the image being read (e.g. the identities seen in it), emptied
             for every image.
         info: The dataset's names and kind options (``LabelKind.options(ctx.info)``).
+        tally: What the reader leaves out on purpose (categories not in the dataset, crowd regions of a part
+            without ``ignore``).
     """
 
     log: ProblemLog
@@ -123,6 +153,7 @@ class ReadContext:
     size: tuple[int, int] = (0, 0)
     image_state: dict[str, Any] = field(default_factory=dict)
     info: DatasetInfo = field(default_factory=lambda: DatasetInfo(["object"]))
+    tally: PartTally = field(default_factory=PartTally)
 
 
 # ---------------------------------------------------------------------------------------------- COCO
@@ -140,6 +171,8 @@ def read_coco(
     identities: IdentityMap | None = None,
     check_images: bool = True,
     kind_options: dict[str, dict[str, Any]] | None = None,
+    renames: Mapping[str, str] | None = None,
+    tally: PartTally | None = None,
 ) -> list[ImageRecord]:
     """Read a COCO JSON file.
 
@@ -155,6 +188,9 @@ def read_coco(
         identities: Global identity allocator (a fresh one when None).
         check_images: Check every image's header and size (cheap, but touches every file).
         kind_options: The dataset YAML's ``kinds:`` options, for the kinds' COCO hooks.
+        renames: COCO category name to dataset class name, for categories named otherwise in the file.
+        tally: Counts what is left out on purpose: annotations of categories that are not dataset classes
+            (``other_category``, by name) and crowd regions of a part without ``ignore`` (``ignore_region``).
 
     Returns:
         One record per valid image, in the file's order.
@@ -173,8 +209,9 @@ def read_coco(
         identities if identities is not None else IdentityMap(),
         {name: i for i, name in enumerate(class_names)},
         {name: i for i, name in enumerate(image_label_names)},
-        _coco_categories(data, ann_file, log),
+        _coco_categories(data, ann_file, log, renames or {}),
         info=DatasetInfo(list(class_names), list(image_label_names), kind_options=dict(kind_options or {})),
+        tally=tally if tally is not None else PartTally(),
     )
     images = _coco_images(data, ann_file, log)
     per_image = _coco_annotations_by_image(data, ann_file, images, log)
@@ -197,13 +234,17 @@ def read_coco(
     return records
 
 
-def _coco_categories(data: dict, ann_file: Path, log: ProblemLog) -> dict[Any, str]:
+def _coco_categories(
+    data: dict, ann_file: Path, log: ProblemLog, renames: Mapping[str, str]
+) -> dict[Any, str]:
+    """COCO category id to the dataset class name it stands for (its own name unless renamed)."""
     categories: dict[Any, str] = {}
     for i, cat in enumerate(data.get("categories") or []):
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
             log.add("bad_file", f"{ann_file}: categories[{i}]", "a category needs 'id' and 'name'")
             continue
-        categories[cat["id"]] = str(cat["name"])
+        name = str(cat["name"])
+        categories[cat["id"]] = renames.get(name, name)
     return categories
 
 
@@ -245,7 +286,7 @@ def _coco_labels(
     keep_crowd = any(label_kind(k).keeps_crowd for k in kinds)
     items: dict[str, list[Any]] = {k: [] for k in instance_kinds}
     for ann_where, ann in annotations if instance_kinds else []:
-        if ann.get("iscrowd", 0) and not keep_crowd:
+        if _left_out(ann, keep_crowd, ctx):
             continue
         values = {}
         for name in instance_kinds:
@@ -263,6 +304,20 @@ def _coco_labels(
             if value is not INVALID:
                 labels[name] = value
     return labels
+
+
+def _left_out(ann: dict, keep_crowd: bool, ctx: ReadContext) -> bool:
+    """Whether the published rules leave an annotation out (counted, not a problem): a category that is
+    not a dataset class (a subset of the file's classes), a crowd region of a part without ``ignore``."""
+    category = ann.get("category_id")
+    name = ctx.categories.get(category) if isinstance(category, (int, str)) else None
+    if name is not None and name not in ctx.class_index:
+        ctx.tally.drop("other_category", name)
+        return True
+    if ann.get("iscrowd", 0) and not keep_crowd:
+        ctx.tally.drop("ignore_region")
+        return True
+    return False
 
 
 def _int_or(value: Any, default: int) -> int:
@@ -286,7 +341,7 @@ def list_images(sources: Sequence[Path], log: ProblemLog, where: str) -> list[Pa
         if source.is_dir():
             found.extend(images_under(source))
         elif source.suffix.lower() == ".txt" and source.is_file():
-            found.extend(_listed_images(source, log))
+            found.extend(listed_images(source, log))
         elif source.suffix.lower() in IMAGE_SUFFIXES and source.exists():
             found.append(source)
         else:
@@ -315,15 +370,22 @@ def images_under(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def _listed_images(listing: Path, log: ProblemLog) -> list[Path]:
-    """The images a ``.txt`` list names, once each."""
+def listed_images(listing: Path, log: ProblemLog, base: Path | None = None) -> list[Path]:
+    """The images a list file names (one path a line), once each.
+
+    Args:
+        listing: The list file.
+        log: Where problems go (a file listed twice is ``duplicate_image``).
+        base: The folder relative lines are joined to (default: the list file's folder).
+    """
+    base = listing.parent if base is None else base
     found: list[Path] = []
     first_line: dict[str, int] = {}
     for number, line in enumerate(read_lines(listing, log, "the image list") or [], start=1):
         line = line.strip()
         if not line:
             continue
-        path = Path(line) if Path(line).is_absolute() else listing.parent / line
+        path = Path(line) if Path(line).is_absolute() else base / line
         key = os.path.normpath(path)
         if key in first_line:
             log.add(
@@ -358,7 +420,11 @@ def _read_txt_labels(
     label_dir_name: str,
     part: str,
     identities: IdentityMap,
+    scope: str | None = None,
 ) -> list[ImageRecord]:
+    """Records of ``class [identity] xc yc w h`` label files; identities are numbered within ``scope``
+    (default: the part)."""
+    scope = part if scope is None else scope
     nc = len(class_names)
     columns = 6 if with_identity else 5
     layout = "class identity xc yc w h" if with_identity else "class xc yc w h"
@@ -369,7 +435,7 @@ def _read_txt_labels(
             continue
         width, height = size
         label_file = label_path_for(image, label_dir_name)
-        rows: list[tuple[np.ndarray, int, int]] = []
+        rows: list[Instance] = []
         lines = read_lines(label_file, log, "the label file") if label_file.is_file() else []
         if lines is None:
             continue  # its labels are unknown, so the image is left out
@@ -403,15 +469,15 @@ def _read_txt_labels(
                         continue
                     seen_ids.add(int(raw))
                     if "identities" in label_kinds:
-                        identity = identities.lookup(part, int(raw))
+                        identity = identities.lookup(scope, int(raw))
             xc, yc, w, h = values[-4:]
             xc, w = xc * width, w * width
             yc, h = yc * height, h * height
             box = check_box((xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2), width, height, where, log)
             if box is None:
                 continue
-            rows.append((box, int(cls), identity))
-        records.append(_record(image, size, rows, label_kinds, part=part))
+            rows.append(Instance(box, int(cls), identity))
+        records.append(make_record(image, size, rows, label_kinds, part=part))
     return records
 
 
@@ -446,8 +512,23 @@ def read_jde(
     part: str = "",
     identities: IdentityMap | None = None,
 ) -> list[ImageRecord]:
-    """Read JDE ``labels_with_ids`` txt labels (``class identity xc yc w h``, normalised)."""
+    """Read JDE ``labels_with_ids`` txt labels (``class identity xc yc w h``, normalised) for images listed
+    by folders or ``.txt`` files; identities numbered within the part."""
     images = list_images(sources, log, f"part {part!r}")
+    return read_jde_images(images, class_names, label_kinds, log, part=part, identities=identities)
+
+
+def read_jde_images(
+    images: Sequence[Path],
+    class_names: Sequence[str],
+    label_kinds: Sequence[str],
+    log: ProblemLog,
+    *,
+    part: str = "",
+    identities: IdentityMap | None = None,
+    scope: str | None = None,
+) -> list[ImageRecord]:
+    """JDE records of the given images, identities numbered within ``scope`` (default: the part)."""
     return _read_txt_labels(
         images,
         class_names,
@@ -457,194 +538,23 @@ def read_jde(
         label_dir_name="labels_with_ids",
         part=part,
         identities=identities if identities is not None else IdentityMap(),
+        scope=scope,
     )
-
-
-# ------------------------------------------------------------------------------------------------ MOT
-
-
-def find_sequences(root: Path) -> list[Path]:
-    """MOTChallenge sequence folders: ``root`` itself if it holds ``seqinfo.ini``, else its children."""
-    root = Path(root)
-    if (root / "seqinfo.ini").is_file():
-        return [root]
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if (p / "seqinfo.ini").is_file())
-
-
-def read_seqinfo(seq_dir: Path, log: ProblemLog) -> dict[str, Any] | None:
-    """Parse ``seqinfo.ini``: ``name``, ``im_dir``, ``length``, ``width``, ``height``, ``ext``."""
-    ini = Path(seq_dir) / "seqinfo.ini"
-    parser = configparser.ConfigParser()
-    try:
-        parser.read_string(ini.read_text())
-        section = parser["Sequence"]
-        info = {
-            "name": section.get("name", Path(seq_dir).name),
-            "im_dir": section.get("imDir", "img1"),
-            "length": int(section["seqLength"]),
-            "width": int(section["imWidth"]),
-            "height": int(section["imHeight"]),
-            "ext": section.get("imExt", ".jpg"),
-            "frame_rate": float(section.get("frameRate", "30")),
-        }
-    except (OSError, configparser.Error, KeyError, ValueError) as exc:
-        log.add(
-            "bad_file",
-            str(ini),
-            f"cannot read seqinfo.ini (needs [Sequence] seqLength, imWidth, imHeight): {exc!r}",
-            skips="image",
-        )
-        return None
-    return info
-
-
-def read_mot(
-    root: Path,
-    class_names: Sequence[str],
-    label_kinds: Sequence[str],
-    log: ProblemLog,
-    *,
-    part: str = "",
-    identities: IdentityMap | None = None,
-    check_images: bool = True,
-) -> list[ImageRecord]:
-    """Read MOTChallenge sequences under ``root`` (one sequence folder or a folder of them).
-
-    Returns:
-        One record per frame with a valid image, sequences in name order, frames in order.
-    """
-    identities = identities if identities is not None else IdentityMap()
-    sequences = find_sequences(root)
-    if not sequences:
-        log.add(
-            "bad_file",
-            str(root),
-            "no MOTChallenge sequence (a folder with seqinfo.ini) found here",
-            skips="image",
-        )
-        return []
-    records = []
-    for seq_dir in sequences:
-        info = read_seqinfo(seq_dir, log)
-        if info is None:
-            continue
-        name, length = str(info["name"]), int(info["length"])
-        frames: dict[int, tuple[Path, tuple[int, int]]] = {}
-        for frame in range(1, length + 1):
-            path = seq_dir / info["im_dir"] / f"{frame:06d}{info['ext']}"
-            expected = (info["width"], info["height"])
-            size = (
-                check_image(path, f"{seq_dir / 'seqinfo.ini'}: frame {frame}", log, expected)
-                if check_images
-                else expected
-            )
-            if size is not None:
-                frames[frame] = (path, size)
-        rows: dict[int, list[tuple[np.ndarray, int, int]]] = defaultdict(list)
-        if "boxes" in label_kinds:
-            gt = seq_dir / "gt" / "gt.txt"
-            if not gt.is_file():
-                log.add(
-                    "bad_file",
-                    str(gt),
-                    "the part declares boxes but the sequence has no gt/gt.txt",
-                    skips="image",
-                )
-                continue
-            parsed = _parse_mot_gt(gt, length, len(class_names), log)
-            if parsed is None:
-                continue  # unreadable gt.txt: the sequence's labels are unknown
-            for frame, raw_id, box_xywh, cls, where in parsed:
-                if frame not in frames:
-                    continue  # its image is missing or corrupt, already reported
-                width, height = frames[frame][1]
-                x, y, w, h = box_xywh
-                box = check_box((x, y, x + w, y + h), width, height, where, log, clip_outside=True)
-                if box is None:
-                    continue
-                identity = identities.lookup(f"{part}/{name}", raw_id) if "identities" in label_kinds else -1
-                rows[frame].append((box, cls, identity))
-        for frame, (path, size) in frames.items():
-            records.append(
-                _record(path, size, rows.get(frame, []), label_kinds, part=part, sequence=name, frame=frame)
-            )
-    return records
-
-
-def _parse_mot_gt(
-    gt: Path, length: int, nc: int, log: ProblemLog
-) -> list[tuple[int, int, tuple[float, float, float, float], int, str]] | None:
-    """Rows of a gt.txt, validated and sorted by (frame, id); each with its ``file:line`` (None: unreadable)."""
-    parsed = []
-    seen: dict[tuple[int, int], int] = {}
-    columns: int | None = None
-    lines = read_lines(gt, log, "gt.txt")
-    if lines is None:
-        return None
-    for number, line in enumerate(lines, start=1):
-        where = f"{gt}:{number}"
-        if not line.strip():
-            continue
-        fields = [f.strip() for f in line.split(",")]
-        if len(fields) < 6:
-            log.add(
-                "bad_row",
-                where,
-                f"{len(fields)} columns; gt.txt rows need frame,id,x,y,w,h[,conf,class,visibility]",
-            )
-            continue
-        if columns is None:
-            columns = len(fields)
-        elif len(fields) != columns:
-            log.add("bad_row", where, f"{len(fields)} columns where the file's first row has {columns}")
-            continue
-        try:
-            values = [float(v) for v in fields]
-        except ValueError:
-            log.add("bad_row", where, f"values must be numbers: {line.strip()!r}")
-            continue
-        frame, raw_id = values[0], values[1]
-        if len(values) >= 7 and values[6] == 0:
-            continue  # conf 0: "not considered" by the MOTChallenge convention
-        if not is_integer_value(frame) or not 1 <= frame <= length:
-            log.add("frame_out_of_range", where, f"frame {fields[0]} is not in 1..{length} (seqLength)")
-            continue
-        if not is_integer_value(raw_id) or raw_id < 0:
-            log.add("invalid_identity", where, f"id {fields[1]} is not an integer >= 0")
-            continue
-        cls = values[7] if len(values) >= 8 else 1.0
-        if not is_integer_value(cls) or not 1 <= cls <= nc:
-            log.add("unknown_class", where, f"class {fields[7]} is not in 1..{nc} (1-based)")
-            continue
-        box = (values[2], values[3], values[4], values[5])
-        if not all(math.isfinite(v) for v in box):
-            log.add("box_not_finite", where, f"box {fields[2:6]} has a NaN or infinite value")
-            continue
-        key = (int(frame), int(raw_id))
-        if key in seen:
-            log.add(
-                "invalid_identity",
-                where,
-                f"id {key[1]} appears twice in frame {key[0]} (first at line {seen[key]})",
-            )
-            continue
-        seen[key] = number
-        parsed.append((int(frame), int(raw_id), box, int(cls) - 1, where))
-    parsed.sort(key=lambda row: (row[0], row[1]))
-    return parsed
 
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "IdentityMap",
+    "Instance",
     "ReadContext",
-    "find_sequences",
+    "images_under",
     "label_path_for",
     "list_images",
+    "listed_images",
+    "make_record",
     "read_coco",
     "read_jde",
-    "read_mot",
-    "read_seqinfo",
+    "read_jde_images",
+    "read_lines",
+    "read_yolo",
 ]

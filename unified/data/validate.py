@@ -29,6 +29,10 @@ Kinds of problem (the ``kind`` of a :class:`Problem`):
 
 A plugin's kind of label or format may report kinds of problem of its own (e.g. ``keypoint_outside``);
 its module documents them.
+
+What a format's published rules leave out on purpose (a COCO or VOC category the dataset does not name, a
+MOTChallenge row that is not considered, a distractor of a part without ``ignore``) is not a problem: the
+format counts it in the part's :class:`~unified.data.summary.PartTally`, for the load summary.
 """
 
 from __future__ import annotations

@@ -244,14 +244,23 @@ class MotEvaluator:
         gt_ids: Sequence[int] | np.ndarray,
         hyp_boxes: np.ndarray,
         hyp_ids: Sequence[int] | np.ndarray,
+        ignore_boxes: np.ndarray | None = None,
     ) -> None:
         """Add one frame of one sequence.
+
+        ``ignore_boxes`` are the frame's ignore regions (MOTChallenge distractors, crowds): as the
+        MOTChallenge evaluation does, every hypothesis is paired one-to-one with the ground truth and the
+        ignore regions together (IoU at least ``iou_threshold``, largest total IoU), and those paired with an
+        ignore region are left out: neither a match nor a false positive.
 
         Raises:
             ValueError: if the frame was already given for that sequence or lengths disagree.
         """
         gt_xywh, hyp_xywh = _xywh(gt_boxes, self.box_format), _xywh(hyp_boxes, self.box_format)
         gt_ids, hyp_ids = np.asarray(gt_ids).reshape(-1), np.asarray(hyp_ids).reshape(-1)
+        if ignore_boxes is not None and len(ignore_boxes) and len(hyp_xywh) == len(hyp_ids):
+            keep = self._outside_ignore_regions(gt_xywh, _xywh(ignore_boxes, self.box_format), hyp_xywh)
+            hyp_xywh, hyp_ids = hyp_xywh[keep], hyp_ids[keep]
         if len(gt_ids) != len(gt_xywh) or len(hyp_ids) != len(hyp_xywh):
             raise ValueError(
                 f"sequence {sequence!r} frame {frame}: {len(gt_xywh)} gt boxes / {len(gt_ids)} ids, "
@@ -270,6 +279,21 @@ class MotEvaluator:
         accumulator = self._accumulators.setdefault(sequence, mm.MOTAccumulator())
         distances = mm.distances.iou_matrix(gt_xywh, hyp_xywh, max_iou=1.0 - self.iou_threshold)
         accumulator.update(gt_ids, hyp_ids, distances, frameid=int(frame))
+
+    def _outside_ignore_regions(self, gt: np.ndarray, ignore: np.ndarray, hyp: np.ndarray) -> np.ndarray:
+        """Bool per hypothesis (xywh): not paired with an ignore region (see :meth:`update`)."""
+        from scipy.optimize import linear_sum_assignment
+
+        keep = np.ones(len(hyp), dtype=bool)
+        if not len(hyp):
+            return keep
+        # iou_matrix gives 1 - IoU, NaN beyond max_iou: a pair below the threshold is worth nothing.
+        iou = 1.0 - np.nan_to_num(mm.distances.iou_matrix(np.concatenate([gt, ignore]), hyp, max_iou=1.0), nan=1.0)
+        iou[iou < self.iou_threshold] = 0.0
+        rows, cols = linear_sum_assignment(-iou)
+        paired = iou[rows, cols] > 0
+        keep[cols[paired & (rows >= len(gt))]] = False
+        return keep
 
     def compute(self) -> MotRows:
         """Per-sequence rows and the ``OVERALL`` row."""
