@@ -166,7 +166,7 @@ class DetectTask(Task):
             nc=self.info.nc,
             anchors=model_cfg.anchors,
             bank=bank,
-            implicit=model_cfg.head.implicit if self.cfg.implicit is None else self.cfg.implicit,
+            refine=model_cfg.head.refine_ops(self.cfg.implicit),
             implicit_form=self.cfg.implicit_form or model_cfg.head.implicit_form,
         )
         self.criterion = YoloDetectionLoss(self.head.anchors, self.head.strides, self.info.nc, self.cfg)

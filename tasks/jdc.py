@@ -4,7 +4,8 @@ The classification branch reads every level of the shared multi-scale features. 
 over its cells and goes through its own implicit add (feature alignment; an add commutes with the mean, so
 this equals aligning the map first); the pooled levels are concatenated and projected (1×1 conv + SiLU on
 the 1×1 map), then refined by an implicit add before and an implicit multiply after the linear classifier,
-as the detection head does around its output conv.
+as the detection head does around its output conv. The adds (alignment and ``jdc.ia``) follow ``add`` in the
+model's ``head.refine``, the multiply ``mul``; ``implicit: false`` gives the plain JDC of the paper's table.
 
 Pooling first, then projecting, is MobileNetV3's "efficient last stage" (Howard et al. 2019): the same
 projection on a 1×1 map instead of every cell. On the demo (yolor-tiny, 192², batch 8) a per-level 1×1
@@ -37,7 +38,10 @@ class JDCConfig(TaskConfig):
     hidden: int = 256  # width of the projection of the pooled levels
     gain: float = 1.0
     threshold: float = 0.5
-    implicit_form: ImplicitForm = "vector"
+    # The head's implicit adds and multiply (`head.refine` says which): false gives the paper's JDC, true its
+    # iJDC; empty: as the model YAML's `head.implicit` says
+    implicit: bool | None = None
+    implicit_form: ImplicitForm | None = None  # empty: the model YAML's `head.implicit_form`
 
     def __post_init__(self) -> None:
         check(self.hidden >= 1, "task_options.jdc.hidden", "must be >= 1")
@@ -49,18 +53,26 @@ class ClassificationHead(nn.Module, Fusable):
     """Multi-scale image-level classifier with implicit refinement: pool, align, project, classify."""
 
     def __init__(
-        self, feature_shapes: Sequence[FeatureShape], num_labels: int, hidden: int, bank: nn.Module, form: str
+        self,
+        feature_shapes: Sequence[FeatureShape],
+        num_labels: int,
+        hidden: int,
+        bank: nn.Module,
+        form: str,
+        refine: Sequence[str] = ("add", "mul"),
     ):
         super().__init__()
+        add, mul = "add" in refine, "mul" in refine
         self.align = nn.ModuleList(
-            bank.get(f"jdc.align.{i}", shape.channels, "add", form) for i, shape in enumerate(feature_shapes)
+            bank.get(f"jdc.align.{i}", shape.channels, "add", form) if add else nn.Identity()
+            for i, shape in enumerate(feature_shapes)
         )
         # No BatchNorm on pooled vectors: its statistics would come from a handful of images (and fail on
         # a batch of one).
         self.project = nn.Sequential(nn.Conv2d(sum(s.channels for s in feature_shapes), hidden, 1), nn.SiLU())
-        self.implicit_add = bank.get("jdc.ia", hidden, "add", form)
+        self.implicit_add = bank.get("jdc.ia", hidden, "add", form) if add else nn.Identity()
         self.classifier = nn.Conv2d(hidden, num_labels, 1)
-        self.implicit_mul = bank.get("jdc.im", num_labels, "mul", form)
+        self.implicit_mul = bank.get("jdc.im", num_labels, "mul", form) if mul else nn.Identity()
         # Start from a low prior (few labels per image) so early BCE gradients are not dominated by negatives.
         nn.init.constant_(self.classifier.bias, -2.0)
 
@@ -87,6 +99,14 @@ class ClassificationHead(nn.Module, Fusable):
         if isinstance(self.implicit_mul, ImplicitOp):
             self.classifier = fold_mul_after(self.classifier, self.implicit_mul)
             self.implicit_mul = nn.Identity()
+
+    def fold_feature_add(self, constants: Sequence[torch.Tensor]) -> None:
+        """Fold a constant added to each input level (feature alignment) into the projection: the mean
+        over cells commutes with the add and the projection reads the 1×1 pooled map, so it is exact.
+        Call after :meth:`fuse`."""
+        if any(isinstance(a, ImplicitOp) for a in self.align):
+            raise ValueError("fold the head's own alignment first (fuse())")
+        self.project[0] = fold_add_before(self.project[0], torch.cat([c.reshape(-1) for c in constants]))
 
 
 class ClassificationEvaluator(Evaluator):
@@ -139,7 +159,12 @@ class JDCTask(Task):
         self, feature_shapes: Sequence[FeatureShape], bank: nn.Module, model_cfg: Any
     ) -> nn.Module:
         return ClassificationHead(
-            feature_shapes, len(self.info.image_label_names), self.cfg.hidden, bank, self.cfg.implicit_form
+            feature_shapes,
+            len(self.info.image_label_names),
+            self.cfg.hidden,
+            bank,
+            self.cfg.implicit_form or model_cfg.head.implicit_form,
+            model_cfg.head.refine_ops(self.cfg.implicit),
         )
 
     def loss(

@@ -44,7 +44,10 @@ class JDEConfig(TaskConfig):
     # made a detect+jdc+jde step 1.2x (yolor-p6-paper) to 1.45x (demo) the FLOPs of detect alone.
     hidden: int = 64
     gain: float = 1.0
-    implicit_form: ImplicitForm = "vector"
+    # The head's implicit adds and multiply (`head.refine` says which): false gives the paper's JDE, true its
+    # iJDE; empty: as the model YAML's `head.implicit` says
+    implicit: bool | None = None
+    implicit_form: ImplicitForm | None = None  # empty: the model YAML's `head.implicit_form`
     match_iou: float = 0.5
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     track_conf: float = 0.4
@@ -67,6 +70,7 @@ class EmbeddingHead(nn.Module, Fusable):
         num_identities: int,
         bank: nn.Module,
         form: str,
+        refine: Sequence[str] = ("add", "mul"),
     ) -> None:
         super().__init__()
         self.branches = nn.ModuleList()
@@ -86,9 +90,11 @@ class EmbeddingHead(nn.Module, Fusable):
                     nn.SiLU(),
                 )
             )
-            self.implicit_add.append(bank.get(f"jde.ia.{level}", mid, "add", form))
+            add = bank.get(f"jde.ia.{level}", mid, "add", form) if "add" in refine else nn.Identity()
+            self.implicit_add.append(add)
             self.outputs.append(nn.Conv2d(mid, dim, 1))
-            self.implicit_mul.append(bank.get(f"jde.im.{level}", dim, "mul", form))
+            mul = bank.get(f"jde.im.{level}", dim, "mul", form) if "mul" in refine else nn.Identity()
+            self.implicit_mul.append(mul)
         self.classifier = nn.Linear(dim, num_identities)
         self.scale = math.sqrt(2.0) * math.log(num_identities - 1)
 
@@ -134,6 +140,7 @@ class JDEEvaluator(Evaluator):
             if not bool(mask[i]):
                 continue
             gt_boxes, gt_classes, gt_ids = ground_truth_in_original(batch, i)
+            crowd = ignored_in_image(batch, i)
             det = predictions["detect"][i]
             boxes = det["boxes"].float().cpu()
             scores = det["scores"].float().cpu().numpy()
@@ -145,7 +152,7 @@ class JDEEvaluator(Evaluator):
                 gt_classes,
                 height=height,
                 width=width,
-                crowd=ignored_in_image(batch, i),
+                crowd=crowd,
             )
             self.coco.add_predictions(meta["image_id"], boxes.numpy(), scores, det["classes"].cpu().numpy())
             confident = scores >= self.task.cfg.track_conf
@@ -165,8 +172,9 @@ class JDEEvaluator(Evaluator):
                             "boxes": boxes.numpy()[confident],
                             "scores": scores[confident],
                             "embeddings": embeddings[confident],
-                            "gt_boxes": gt_boxes,
-                            "gt_ids": gt_ids,
+                            "gt_boxes": gt_boxes[~crowd],
+                            "gt_ids": gt_ids[~crowd],
+                            "ignore_boxes": gt_boxes[crowd],
                         },
                     )
                 )
@@ -198,7 +206,15 @@ class JDEEvaluator(Evaluator):
                     tracks = tracker.update(data["boxes"], data["scores"], data["embeddings"])
                     hyp_boxes = np.array([t.box for t in tracks], dtype=np.float64).reshape(-1, 4)
                     hyp_ids = np.array([t.track_id for t in tracks], dtype=np.int64)
-                    mot.update(sequence, frame, data["gt_boxes"], data["gt_ids"], hyp_boxes, hyp_ids)
+                    mot.update(
+                        sequence,
+                        frame,
+                        data["gt_boxes"],
+                        data["gt_ids"],
+                        hyp_boxes,
+                        hyp_ids,
+                        ignore_boxes=data["ignore_boxes"],
+                    )
             overall = mot.compute()["OVERALL"]
             metrics.update(
                 {
@@ -243,7 +259,8 @@ class JDETask(Task):
             self.cfg.hidden,
             self.info.num_identities,
             bank,
-            self.cfg.implicit_form,
+            self.cfg.implicit_form or model_cfg.head.implicit_form,
+            model_cfg.head.refine_ops(self.cfg.implicit),
         )
         return self.head
 

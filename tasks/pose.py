@@ -474,13 +474,16 @@ class PoseConfig(TaskConfig):
     Attributes:
         gain: Weight of the OKS keypoint term.
         visibility_gain: Weight of the visibility BCE term.
-        implicit_form: Form of the head's implicit tensors.
+        implicit: The head's implicit add and multiply (``head.refine`` says which); None: as the model
+            YAML's ``head.implicit`` says.
+        implicit_form: Form of the head's implicit tensors; None: the model YAML's ``head.implicit_form``.
         visible_threshold: Visibility probability from which a predicted keypoint is drawn.
     """
 
     gain: float = 1.0
     visibility_gain: float = 1.0
-    implicit_form: ImplicitForm = "vector"
+    implicit: bool | None = None
+    implicit_form: ImplicitForm | None = None
     visible_threshold: float = 0.5
 
     def __post_init__(self) -> None:
@@ -504,16 +507,19 @@ class KeypointHead(nn.Module, Fusable):
         num_keypoints: int,
         bank: nn.Module,
         form: str,
+        refine: Sequence[str] = ("add", "mul"),
     ) -> None:
         super().__init__()
         self.na, self.nk = num_anchors, num_keypoints
         outputs = num_anchors * num_keypoints * 3
         self.ia = nn.ModuleList(
-            bank.get(f"pose.ia.{i}", s.channels, "add", form) for i, s in enumerate(feature_shapes)
+            bank.get(f"pose.ia.{i}", s.channels, "add", form) if "add" in refine else nn.Identity()
+            for i, s in enumerate(feature_shapes)
         )
         self.m = nn.ModuleList(nn.Conv2d(s.channels, outputs, 1) for s in feature_shapes)
         self.im = nn.ModuleList(
-            bank.get(f"pose.im.{i}", outputs, "mul", form) for i in range(len(feature_shapes))
+            bank.get(f"pose.im.{i}", outputs, "mul", form) if "mul" in refine else nn.Identity()
+            for i in range(len(feature_shapes))
         )
         self.register_buffer(
             "strides", torch.tensor([float(s.stride) for s in feature_shapes]), persistent=False
@@ -549,6 +555,12 @@ class KeypointHead(nn.Module, Fusable):
             if isinstance(self.im[level], ImplicitOp):
                 self.m[level] = fold_mul_after(self.m[level], self.im[level])
                 self.im[level] = nn.Identity()
+
+    def fold_feature_add(self, constants: Sequence[torch.Tensor]) -> None:
+        """Fold a constant added to each input level (feature alignment) into the 1×1 output convs (exact:
+        unpadded). Call after :meth:`fuse`."""
+        for level, g in enumerate(constants):
+            self.m[level] = fold_add_before(self.m[level], g)
 
 
 def _cells(ny: int, nx: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -676,7 +688,7 @@ class PoseTask(Task):
     ) -> nn.Module:
         self.head = KeypointHead(
             feature_shapes, int(self.detect.head.anchors.shape[1]), self.options.num_keypoints, bank,
-            self.cfg.implicit_form,
+            self.cfg.implicit_form or model_cfg.head.implicit_form, model_cfg.head.refine_ops(self.cfg.implicit),
         )  # fmt: skip
         self.oks_sigmas = torch.tensor(self.options.sigmas)
         return self.head

@@ -663,14 +663,18 @@ class SegmentConfig(TaskConfig):
             320² (128: +15 %) and measured no better on the synthetic world (12 epochs of the five tasks:
             mask AP50 0.40 at 256, 0.45 at 128).
         mask_threshold: Probability above which a predicted pixel is in the mask.
-        implicit_form: Form of the coefficient layers' implicit tensors.
+        implicit: The coefficient layers' implicit add and multiply (``head.refine`` says which); None: as
+            the model YAML's ``head.implicit`` says.
+        implicit_form: Form of the coefficient layers' implicit tensors; None: the model YAML's
+            ``head.implicit_form``.
     """
 
     gain: float = 1.0
     num_prototypes: int = 32
     hidden: int = 128
     mask_threshold: float = 0.5
-    implicit_form: ImplicitForm = "vector"
+    implicit: bool | None = None
+    implicit_form: ImplicitForm | None = None
 
     def __post_init__(self) -> None:
         check(self.gain > 0, "gain", "must be > 0")
@@ -694,6 +698,7 @@ class MaskHead(nn.Module, Fusable):
         hidden: int,
         bank: nn.Module,
         form: str,
+        refine: Sequence[str] = ("add", "mul"),
     ) -> None:
         super().__init__()
         self.na, self.np = num_anchors, num_prototypes
@@ -710,11 +715,13 @@ class MaskHead(nn.Module, Fusable):
         )
         outputs = num_anchors * num_prototypes
         self.ia = nn.ModuleList(
-            bank.get(f"segment.ia.{i}", s.channels, "add", form) for i, s in enumerate(feature_shapes)
+            bank.get(f"segment.ia.{i}", s.channels, "add", form) if "add" in refine else nn.Identity()
+            for i, s in enumerate(feature_shapes)
         )
         self.m = nn.ModuleList(nn.Conv2d(s.channels, outputs, 1) for s in feature_shapes)
         self.im = nn.ModuleList(
-            bank.get(f"segment.im.{i}", outputs, "mul", form) for i in range(len(feature_shapes))
+            bank.get(f"segment.im.{i}", outputs, "mul", form) if "mul" in refine else nn.Identity()
+            for i in range(len(feature_shapes))
         )
 
     def forward(self, features: Sequence[torch.Tensor]) -> dict[str, Any]:
@@ -881,7 +888,7 @@ class SegmentTask(Task):
     ) -> nn.Module:
         self.head = MaskHead(
             feature_shapes, int(self.detect.head.anchors.shape[1]), self.cfg.num_prototypes, self.cfg.hidden,
-            bank, self.cfg.implicit_form,
+            bank, self.cfg.implicit_form or model_cfg.head.implicit_form, model_cfg.head.refine_ops(self.cfg.implicit),
         )  # fmt: skip
         return self.head
 

@@ -35,6 +35,7 @@ def test_the_console_script_is_installed_and_declared() -> None:
 def test_every_tool_is_a_thin_wrapper_of_its_subcommand() -> None:
     assert sorted(COMMANDS) == sorted(
         ["train", "val", "predict", "track", "export", "convert", "info", "benchmark", "make-synthetic"]
+        + ["ablate"]
     )
     for name, command in COMMANDS.items():
         library = importlib.import_module(f"unified.commands.{command.module}")

@@ -227,3 +227,93 @@ def test_add_before_a_zero_padded_conv_is_refused_because_it_is_not_exact() -> N
 def test_fold_checks_channels() -> None:
     with pytest.raises(ImplicitFoldError, match="5 channels"):
         fold_add_after(_conv(8, 6, 1), torch.zeros(5))
+
+
+# -- the shared latent (sharing: latent) -----------------------------------------------------------------
+LATENT_FORMS = ("nn", "mf")
+
+
+def _latent_bank(seed: int = 0) -> ImplicitBank:
+    torch.manual_seed(seed)
+    return ImplicitBank(nn_dim=8, sharing="latent")
+
+
+def _randomise_bank(bank: ImplicitBank) -> None:
+    with torch.no_grad():
+        for (
+            p
+        ) in bank.parameters():  # the latent too: the consumers' parameters alone would not show a bad fold
+            p.add_(torch.randn_like(p) * 0.3)
+
+
+@pytest.mark.parametrize("form", LATENT_FORMS)
+@pytest.mark.parametrize(("op", "centre"), [("add", 0.0), ("mul", 1.0), ("concat", 0.0)])
+def test_latent_forms_start_near_identity(form: str, op: str, centre: float) -> None:
+    g = _latent_bank().get("t", 512, op, form).value().detach()  # type: ignore[arg-type]
+    assert g.shape == (1, 512, 1, 1) and abs(g.mean().item() - centre) < 0.01
+
+
+def test_latent_nn_reads_one_z_and_latent_mf_one_set_of_atoms_per_width() -> None:
+    bank = _latent_bank()
+    a, b = bank.get("x.ia.0", 6, "add", "nn"), bank.get("y.im.0", 4, "mul", "nn")
+    c, d = bank.get("x.ia.1", 6, "add", "mf"), bank.get("y.im.1", 6, "mul", "mf")
+    e = bank.get("z.ia.0", 3, "add", "mf")
+    keys = sorted(bank.state_dict())
+    assert keys == sorted(
+        [
+            "latent.z", "latent.atoms.6", "latent.atoms.3",
+            "x.ia.0.weight", "x.ia.0.bias", "y.im.0.weight", "y.im.0.bias",
+            "x.ia.1.coefficients", "y.im.1.coefficients", "z.ia.0.coefficients",
+        ]
+    )  # fmt: skip
+    assert a.tensor.latent is b.tensor.latent is c.tensor.latent is bank.latent
+    assert bank.latent.atoms["6"].shape == (12, 6) and bank.latent.atoms["3"].shape == (6, 3)
+    x = torch.randn(2, 6, 3, 3)
+    torch.testing.assert_close(a(x), x + (a.tensor.weight @ bank.latent.z + a.tensor.bias).view(1, -1, 1, 1))
+    torch.testing.assert_close(
+        d(x), x * (1 + d.tensor.coefficients @ bank.latent.atoms["6"]).view(1, -1, 1, 1)
+    )
+    summary = bank.summary()
+    assert summary.latent_params == 8 + 12 * 6 + 6 * 3 and summary.consumers == summary.tensors == 5
+    assert summary.total == sum(p.numel() for p in bank.parameters())
+    assert e.tensor.coefficients.shape == (6,)
+
+
+def test_latent_names_and_sharing_are_checked() -> None:
+    with pytest.raises(ImplicitError, match="latent"):
+        _latent_bank().get("latent.x", 4, "add", "nn")
+    with pytest.raises(ImplicitError, match="sharing"):
+        ImplicitBank(sharing="everything")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("form", LATENT_FORMS)
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_latent_add_before_and_mul_before_fold_exactly(case: dict, form: str) -> None:
+    conv = _conv(**case)
+    bank = _latent_bank()
+    add, mul = bank.get("a", case["cin"], "add", form), bank.get("m", case["cin"], "mul", form)
+    _randomise_bank(bank)
+    x = torch.randn(2, case["cin"], 9, 9)
+    torch.testing.assert_close(fold_add_before(conv, add)(x), conv(add(x)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fold_mul_before(conv, mul)(x), conv(mul(x)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("form", LATENT_FORMS)
+def test_latent_add_and_mul_after_fold_exactly(form: str) -> None:
+    conv = _conv(8, 6, 3, padding=1)
+    bank = _latent_bank()
+    add, mul = bank.get("a", 6, "add", form), bank.get("m", 6, "mul", form)
+    _randomise_bank(bank)
+    x = torch.randn(2, 8, 7, 7)
+    torch.testing.assert_close(fold_add_after(conv, add)(x), add(conv(x)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fold_mul_after(conv, mul)(x), mul(conv(x)), atol=1e-5, rtol=1e-5)
+
+
+def test_deepcopy_keeps_the_latent_shared() -> None:
+    bank = _latent_bank()
+    ops = [bank.get("a", 4, "add", "nn"), bank.get("m", 4, "mul", "nn")]
+    twin_bank, twin_ops = copy.deepcopy((bank, ops))
+    assert all(op.tensor.latent is twin_bank.latent for op in twin_ops)
+    with torch.no_grad():
+        twin_bank.latent.z.add_(1.0)
+    assert not torch.equal(twin_ops[0].value(), ops[0].value())

@@ -25,6 +25,22 @@ All tensors live in one :class:`ImplicitBank`. A consumer asks the bank for a te
 the same name or when the config aliases one name to another (``bank.alias``). Parameters belong to the
 bank only, under readable names (``bank.detect.ia.0.implicit``), never duplicated in the consumers.
 
+How consumers share implicit knowledge is the bank's ``sharing`` (:class:`ImplicitConfig`, the experiment's
+``implicit:`` section):
+
+* ``none``: every consumer its own tensor (only the explicit aliases of ``implicit_share`` are shared).
+* ``alias``: whole tensors shared by alias, as darknet's ``shift_channels from=N``: besides the explicit
+  aliases, every implicit *add* of another task at level ``L`` (``jdc.align.L``, ``jde.ia.L``,
+  ``segment.ia.L`` ...) reads the reference task's (``detect``) add of level ``L`` when its channels and form
+  are the same. Multiplies are never aliased automatically: each scales its own head's outputs.
+* ``latent``: the paper's model of one implicit representation serving every task. For the ``nn`` form one
+  latent ``z`` for the whole model (``bank.latent.z``) and each consumer its own ``g(z) = W·z + b``
+  (``bank.<consumer>.weight`` / ``.bias``, :class:`LatentNN`); for the ``mf`` form shared atoms ``Z`` per
+  channel count (``bank.latent.atoms.<C>``) and each consumer its own coefficients ``c``
+  (``bank.<consumer>.coefficients``, :class:`LatentMF`: ``g = base + Zᵀc``, ``base`` a constant 1 for
+  multiplies and 0 for adds, so an add and a multiply can read the same atoms). The ``vector`` form has
+  no latent to share: its consumers are shared as ``alias`` says.
+
 Every form reduces to a constant at inference, so an implicit op next to a convolution folds into it
 (``fold_*`` helpers). The fold is refused where it would not be exact: an add (or concat) before a conv
 that pads with zeros changes the border outputs, because the padding is added after the constant.
@@ -40,11 +56,60 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unified.config import check
+
 ImplicitOpName = Literal["add", "mul", "concat"]
 ImplicitForm = Literal["vector", "nn", "mf"]
+ImplicitSharing = Literal["none", "alias", "latent"]
 
 OPS: tuple[str, ...] = ("add", "mul", "concat")
 FORMS: tuple[str, ...] = ("vector", "nn", "mf")
+SHARINGS: tuple[str, ...] = ("none", "alias", "latent")
+#: The bank's name of the shared latent (``bank.latent.z``, ``bank.latent.atoms.<C>``); no consumer may use it.
+LATENT_NAME = "latent"
+#: The task whose implicit adds the other tasks' adds read under ``alias`` sharing.
+ALIAS_REFERENCE = "detect"
+
+
+@dataclass
+class ImplicitConfig:
+    """How the model's implicit consumers share implicit knowledge (the experiment's ``implicit:`` section).
+
+    Attributes:
+        sharing: ``none`` (every consumer its own tensors), ``alias`` (tensors shared by alias: the explicit
+            ``implicit_share`` map plus every other task's implicit add of a level reading ``detect``'s add of
+            that level when their shapes agree), ``latent`` (``nn`` form: one ``z`` for the whole model, each
+            consumer its own ``W·z + b``; ``mf`` form: shared atoms per channel count, each consumer its own
+            coefficients; ``vector`` form: as ``alias``). Empty (None): ``latent`` when the model has more
+            than one task, ``none`` for a single task (so single-task and official models are as before).
+        nn_dim: Dimension of ``z`` of the ``nn`` form (per consumer, or the one shared latent).
+        mf_atoms: Atoms of the ``mf`` form (per consumer, or per channel count when shared); empty: twice the
+            channels.
+    """
+
+    sharing: ImplicitSharing | None = None
+    nn_dim: int = 16
+    mf_atoms: int | None = None
+
+    def __post_init__(self) -> None:
+        check(
+            self.sharing is None or self.sharing in SHARINGS,
+            "implicit.sharing",
+            f"use one of {list(SHARINGS)}",
+        )
+        check(self.nn_dim >= 1, "implicit.nn_dim", f"must be >= 1, got {self.nn_dim}")
+        check(
+            self.mf_atoms is None or self.mf_atoms >= 1,
+            "implicit.mf_atoms",
+            "must be >= 1 (empty: 2·channels)",
+        )
+
+    def resolved(self, num_tasks: int) -> ImplicitConfig:
+        """A copy with ``sharing`` decided: the empty default is ``latent`` for several tasks, else ``none``."""
+        if self.sharing is not None:
+            return ImplicitConfig(self.sharing, self.nn_dim, self.mf_atoms)
+        return ImplicitConfig("latent" if num_tasks > 1 else "none", self.nn_dim, self.mf_atoms)
+
 
 #: Standard deviation of the initial values (as in the official ImplicitA / ImplicitM).
 INIT_STD = 0.02
@@ -134,6 +199,86 @@ class ImplicitMF(ImplicitTensor):
         return (self.coefficients @ self.atoms).view(1, -1, 1, 1)
 
 
+class LatentCode(nn.Module):
+    """The implicit representation the consumers share under ``latent`` sharing (``bank.latent``).
+
+    Holds ``z`` (``nn`` form, ``(dim,)``, N(0, 1)) and ``atoms`` (``mf`` form, one ``(K, C)`` parameter per
+    channel count ``C`` under the key ``str(C)``, N(0, 0.02·sqrt(K))), each created on its first request.
+    """
+
+    def __init__(self, dim: int, atoms: int | None) -> None:
+        super().__init__()
+        self.dim = dim
+        self.atoms_per_channels = atoms
+        self.register_parameter("z", None)
+        self.atoms = nn.ParameterDict()
+
+    def latent_z(self) -> nn.Parameter:
+        """The shared ``z`` (created on the first call)."""
+        if self.z is None:
+            self.z = nn.Parameter(torch.randn(self.dim))
+        return self.z
+
+    def latent_atoms(self, channels: int) -> nn.Parameter:
+        """The shared ``(K, channels)`` atoms (created on the first call for that channel count)."""
+        key = str(channels)
+        if key not in self.atoms:
+            k = self.atoms_per_channels if self.atoms_per_channels is not None else 2 * channels
+            if k < 1:
+                raise ImplicitError(f"the mf form needs at least one atom, got {k}")
+            self.atoms[key] = nn.Parameter(torch.randn(k, channels) * (INIT_STD * math.sqrt(k)))
+        return self.atoms[key]
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, atoms for channels {list(self.atoms.keys())}"
+
+
+class LatentNN(ImplicitTensor):
+    """``g = W·z + b`` with the bank's shared ``z`` (``bank.latent.z``): this consumer owns ``W`` and ``b``.
+
+    The latent is a plain reference (not a submodule), so ``z`` appears once in ``state_dict``, under the bank.
+    """
+
+    def __init__(self, channels: int, op: str, latent: LatentCode) -> None:
+        super().__init__(channels, op)
+        z = latent.latent_z()
+        self.weight = nn.Parameter(torch.randn(channels, z.numel()) * (INIT_STD / math.sqrt(z.numel())))
+        self.bias = nn.Parameter(torch.full((channels,), _base(op)))
+        object.__setattr__(self, "_latent", latent)
+
+    @property
+    def latent(self) -> LatentCode:
+        return self._latent
+
+    def value(self) -> torch.Tensor:
+        z = self._latent.z
+        assert z is not None
+        return torch.addmv(self.bias, self.weight, z).view(1, -1, 1, 1)
+
+
+class LatentMF(ImplicitTensor):
+    """``g = base + Zᵀc`` with the bank's shared atoms ``Z`` of this channel count: this consumer owns ``c``.
+
+    ``base`` is the op's neutral value (1 for a multiply, 0 for an add), a constant, so that adds and
+    multiplies of one width can read the same atoms; ``c = 1/K`` at first, so ``g`` starts near ``base``.
+    """
+
+    def __init__(self, channels: int, op: str, latent: LatentCode) -> None:
+        super().__init__(channels, op)
+        atoms = latent.latent_atoms(channels)
+        self.coefficients = nn.Parameter(torch.full((atoms.shape[0],), 1.0 / atoms.shape[0]))
+        self.base = _base(op)
+        object.__setattr__(self, "_latent", latent)
+
+    @property
+    def latent(self) -> LatentCode:
+        return self._latent
+
+    def value(self) -> torch.Tensor:
+        atoms = self._latent.atoms[str(self.channels)]
+        return (self.coefficients @ atoms + self.base).view(1, -1, 1, 1)
+
+
 class ImplicitOp(nn.Module):
     """Applies ``x ⋆ g`` with a tensor held by an :class:`ImplicitBank`.
 
@@ -196,20 +341,41 @@ class ImplicitBank(nn.Module):
     """A shared bank of named implicit tensors.
 
     Names are dotted paths (``detect.ia.0``); each segment becomes a submodule level, so parameters read
-    ``bank.detect.ia.0.implicit`` in a model's ``state_dict``.
+    ``bank.detect.ia.0.implicit`` in a model's ``state_dict``. Under ``latent`` sharing the shared
+    representation is ``bank.latent`` (:class:`LatentCode`).
 
     Args:
         nn_dim: Latent dimension of tensors of the ``nn`` form.
         mf_atoms: Number of atoms of tensors of the ``mf`` form (default: twice the channels).
+        sharing: ``none``, ``alias`` or ``latent`` (see the module docstring).
+        reference: The task whose implicit adds other tasks' adds read under ``alias`` sharing.
     """
 
-    def __init__(self, nn_dim: int = 16, mf_atoms: int | None = None) -> None:
+    def __init__(
+        self,
+        nn_dim: int = 16,
+        mf_atoms: int | None = None,
+        sharing: ImplicitSharing = "none",
+        reference: str = ALIAS_REFERENCE,
+    ) -> None:
         super().__init__()
+        if sharing not in SHARINGS:
+            raise ImplicitError(f"unknown implicit sharing {sharing!r}; use one of {list(SHARINGS)}")
         self.nn_dim = nn_dim
         self.mf_atoms = mf_atoms
+        self.sharing = sharing
+        self.reference = reference
         self._specs: dict[str, _Spec] = {}
         self._aliases: dict[str, str] = {}
+        self._automatic: set[str] = set()
         self._consumers: dict[str, str] = {}
+        if sharing == "latent":
+            self.latent = LatentCode(nn_dim, mf_atoms)
+
+    @classmethod
+    def from_config(cls, cfg: ImplicitConfig) -> ImplicitBank:
+        """A bank for a resolved :class:`ImplicitConfig` (its ``sharing`` decided)."""
+        return cls(cfg.nn_dim, cfg.mf_atoms, cfg.sharing or "none")
 
     # -- names -------------------------------------------------------------------------------------------
     def alias(self, consumer_name: str, shared_name: str) -> None:
@@ -247,8 +413,12 @@ class ImplicitBank(nn.Module):
         return name
 
     def aliases(self) -> dict[str, str]:
-        """Declared aliases, consumer name → shared name."""
+        """Aliases, consumer name → shared name: the declared ones and those ``alias`` sharing made."""
         return dict(self._aliases)
+
+    def automatic_aliases(self) -> dict[str, str]:
+        """The aliases ``alias`` sharing (or ``latent`` with the vector form) made, consumer → shared name."""
+        return {k: v for k, v in self._aliases.items() if k in self._automatic}
 
     def consumers(self) -> dict[str, str]:
         """Every name requested so far → the tensor it reads."""
@@ -277,6 +447,13 @@ class ImplicitBank(nn.Module):
             raise ImplicitError(f"unknown implicit op {op!r} for {name!r}; use one of {list(OPS)}")
         if form not in FORMS:
             raise ImplicitError(f"unknown implicit form {form!r} for {name!r}; use one of {list(FORMS)}")
+        if name.split(".")[0] == LATENT_NAME:
+            raise ImplicitError(f"implicit tensor name {name!r}: {LATENT_NAME!r} is the bank's shared latent")
+        if name not in self._aliases and name not in self._specs and self._shares_by_alias(form):
+            target = self._alias_target(name, channels, op, form)
+            if target is not None:
+                self._aliases[name] = target
+                self._automatic.add(name)
         shared = self.resolve(name)
         spec = self._specs.get(shared)
         if spec is None:
@@ -308,12 +485,56 @@ class ImplicitBank(nn.Module):
             node = node._modules[part]  # type: ignore[assignment]
         return node  # type: ignore[return-value]
 
+    def _shares_by_alias(self, form: str) -> bool:
+        return self.sharing == "alias" or (self.sharing == "latent" and form == "vector")
+
+    def _alias_target(self, name: str, channels: int, op: str, form: str) -> str | None:
+        """Under ``alias`` sharing: the reference task's add of the same level, channels and form, if any.
+
+        Only adds are aliased: an add at level ``L`` acts on that level's features, whichever head reads
+        them, while a multiply scales its own head's outputs, whose channels mean something else in each.
+        """
+        parts = name.split(".")
+        if op != "add" or parts[0] == self.reference or len(parts) < 2 or not parts[-1].isdigit():
+            return None
+        for other, spec in self._specs.items():
+            pieces = other.split(".")
+            if (
+                pieces[0] == self.reference
+                and pieces[-1] == parts[-1]
+                and (spec.channels, spec.op, spec.form) == (channels, op, form)
+            ):
+                return other
+        return None
+
     def _create(self, channels: int, op: str, form: str) -> ImplicitTensor:
         if form == "vector":
             return ImplicitVector(channels, op)
+        if self.sharing == "latent":
+            return (
+                LatentNN(channels, op, self.latent) if form == "nn" else LatentMF(channels, op, self.latent)
+            )
         if form == "nn":
             return ImplicitNN(channels, op, self.nn_dim)
         return ImplicitMF(channels, op, self.mf_atoms)
+
+    def summary(self) -> ImplicitSummary:
+        """Counts of the bank's implicit parameters: shared and per consumer."""
+        latent = sum(p.numel() for p in self.latent.parameters()) if self.sharing == "latent" else 0
+        readers: dict[str, int] = {}
+        for shared in self._consumers.values():
+            readers[shared] = readers.get(shared, 0) + 1
+        own = {name: sum(p.numel() for p in self.tensor(name).parameters()) for name in self._specs}
+        shared_tensors = [name for name in self._specs if readers.get(name, 0) > 1]
+        return ImplicitSummary(
+            sharing=self.sharing,
+            consumers=len(self._consumers),
+            tensors=len(self._specs),
+            latent_params=latent,
+            consumer_params=sum(own.values()),
+            aliased_tensors=len(shared_tensors),
+            aliased_params=sum(own[n] for n in shared_tensors),
+        )
 
     def _insert(self, name: str, tensor: ImplicitTensor) -> None:
         parts = name.split(".")
@@ -339,7 +560,35 @@ class ImplicitBank(nn.Module):
                 node = existing
 
     def extra_repr(self) -> str:
-        return f"tensors={len(self._specs)}, aliases={len(self._aliases)}"
+        return f"tensors={len(self._specs)}, aliases={len(self._aliases)}, sharing={self.sharing!r}"
+
+
+@dataclass
+class ImplicitSummary:
+    """The implicit parameters of a bank, by who reads them (what ``unified info`` reports).
+
+    Attributes:
+        sharing: The bank's sharing.
+        consumers: Names requested (heads' and layers' implicit ops, feature-alignment sites).
+        tensors: Tensors created (fewer than ``consumers`` when some are aliased).
+        latent_params: Parameters of the shared latent (``z``, atoms) that every ``nn``/``mf`` consumer reads.
+        consumer_params: Parameters of the tensors themselves (vectors; ``W`` and ``b``; coefficients; with
+            ``none`` sharing of the ``nn``/``mf`` forms each tensor's own ``z`` or atoms too).
+        aliased_tensors: Tensors that more than one consumer reads (by alias).
+        aliased_params: Their parameters (part of ``consumer_params``).
+    """
+
+    sharing: str
+    consumers: int
+    tensors: int
+    latent_params: int
+    consumer_params: int
+    aliased_tensors: int
+    aliased_params: int
+
+    @property
+    def total(self) -> int:
+        return self.latent_params + self.consumer_params
 
 
 def _check_name(name: str) -> None:
@@ -486,10 +735,19 @@ def fold_mul_after(conv: nn.Conv2d, source: ConstantLike) -> nn.Conv2d:
 
 
 __all__ = [
+    "ALIAS_REFERENCE",
     "FORMS",
     "INIT_STD",
+    "LATENT_NAME",
     "OPS",
+    "SHARINGS",
     "ImplicitBank",
+    "ImplicitConfig",
+    "ImplicitSharing",
+    "ImplicitSummary",
+    "LatentCode",
+    "LatentMF",
+    "LatentNN",
     "ImplicitError",
     "ImplicitFoldError",
     "ImplicitForm",

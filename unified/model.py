@@ -12,7 +12,7 @@ from torch import nn
 
 from unified.checkpoint import CheckpointError, load_safe, require_format
 from unified.config import ConfigError, from_dict, to_dict
-from unified.implicit import ImplicitBank
+from unified.implicit import ImplicitBank, ImplicitConfig, ImplicitOp, implicit_constant
 from unified.models import Body, fuse_model, load_model_config
 from unified.registry import import_plugins, plugin_module
 from unified.task import TASKS, DatasetInfo, StepContext, Task, resolve_tasks, task_config_from
@@ -28,6 +28,9 @@ class UnifiedModel(nn.Module):
         tasks: Task objects in dependency order (not modules: they hold no parameters of their own).
         info: The dataset info the heads were sized for.
         model_cfg: The model config the body was built from.
+        implicit: How the implicit consumers share (its ``sharing`` decided), as checkpoints record it.
+        align: With ``head.feature_alignment``, per output level the implicit add (``align.{level}``) on the
+            neck's features before every head; else empty.
     """
 
     def __init__(
@@ -36,14 +39,22 @@ class UnifiedModel(nn.Module):
         tasks: Mapping[str, Task],
         info: DatasetInfo,
         implicit_share: Mapping[str, str] | None = None,
+        implicit: ImplicitConfig | None = None,
     ) -> None:
         super().__init__()
         self.model_cfg = model_cfg
         self.info = info
-        self.bank = ImplicitBank()
+        self.implicit = (implicit or ImplicitConfig("none")).resolved(len(tasks))
+        self.bank = ImplicitBank.from_config(self.implicit)
         for consumer, shared in (implicit_share or {}).items():
             self.bank.alias(consumer, shared)
         self.body = Body(model_cfg, bank=self.bank)
+        self.align = nn.ModuleList()
+        if model_cfg.head.feature_alignment:
+            for level, shape in enumerate(self.body.out_shapes):
+                self.align.append(
+                    self.bank.get(f"align.{level}", shape.channels, "add", model_cfg.head.implicit_form)
+                )
         self.heads = nn.ModuleDict()
         for name, task in tasks.items():
             self.heads[name] = task.build_head(self.body.out_shapes, self.bank, model_cfg)
@@ -51,6 +62,8 @@ class UnifiedModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[str, Any]:
         features = self.body(images)
+        if len(self.align):
+            features = [align(x) for align, x in zip(self.align, features)]
         return {name: head(features) for name, head in self.heads.items()}
 
     def losses(self, batch: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
@@ -71,8 +84,20 @@ class UnifiedModel(nn.Module):
         return terms
 
     def fuse(self) -> UnifiedModel:
-        """Fold BatchNorm and implicit tensors into neighbouring convolutions where exact (inference only)."""
+        """Fold BatchNorm and implicit tensors into neighbouring convolutions where exact (inference only).
+
+        The feature-alignment adds fold into the heads when every head can take them exactly (``detect``'s
+        1×1 convs, ``jdc``'s pooled projection: ``fold_feature_add``); a head that starts with a padded
+        conv (``jde``, ``segment``'s prototypes) cannot, and then they stay as a broadcast add per level.
+        """
         fuse_model(self)
+        if any(isinstance(a, ImplicitOp) for a in self.align) and all(
+            hasattr(head, "fold_feature_add") for head in self.heads.values()
+        ):
+            constants = [implicit_constant(a) for a in self.align]
+            for head in self.heads.values():
+                head.fold_feature_add(constants)  # type: ignore[operator]
+            self.align = nn.ModuleList(nn.Identity() for _ in self.align)
         return self
 
     def for_inference(self, fuse: bool = True, channels_last: bool = True) -> UnifiedModel:
@@ -122,6 +147,7 @@ def build_model(
     task_options: Mapping[str, Mapping[str, Any]] | None = None,
     implicit_share: Mapping[str, str] | None = None,
     plugins: Sequence[str] = (),
+    implicit: ImplicitConfig | Mapping[str, Any] | None = None,
 ) -> UnifiedModel:
     """Build a model from a model YAML (path or dict) for the given tasks.
 
@@ -133,6 +159,9 @@ def build_model(
         task_options: Per-task option mappings, validated against each task's config dataclass.
         implicit_share: Map of implicit tensor names to shared bank names.
         plugins: Import paths of modules that register extra tasks.
+        implicit: How the implicit consumers share (``ImplicitConfig`` or its mapping; an empty ``sharing``
+            is ``latent`` for several tasks, ``none`` for one, as an experiment resolves it). None: ``none``,
+            every consumer its own tensors (a model built without an experiment is as it always was).
 
     Returns:
         A ``UnifiedModel`` in training mode.
@@ -144,7 +173,9 @@ def build_model(
         info = DatasetInfo(class_names=[str(i) for i in range(n)])
     if info.nc != model_cfg.nc:
         model_cfg = dataclasses.replace(model_cfg, nc=info.nc)
-    return UnifiedModel(model_cfg, _build_tasks(tasks, info, task_options), info, implicit_share)
+    if isinstance(implicit, Mapping):
+        implicit = from_dict(ImplicitConfig, dict(implicit), source="implicit", prefix="implicit")
+    return UnifiedModel(model_cfg, _build_tasks(tasks, info, task_options), info, implicit_share, implicit)
 
 
 def model_meta(
@@ -156,6 +187,7 @@ def model_meta(
         "tasks": model.task_names,
         "task_options": {k: to_dict(v) for k, v in task_options.items()},
         "implicit_share": dict(implicit_share),
+        "implicit": to_dict(model.implicit),
         "dataset_info": to_dict(model.info),
     }
 
@@ -227,6 +259,8 @@ def _stored_model(ckpt: Mapping[str, Any], path: str | Path, plugins: Sequence[s
             task_options=_stored(ckpt, path, "task_options", dict, required=False),
             implicit_share=_stored(ckpt, path, "implicit_share", dict, required=False),
             plugins=plugins,
+            # A checkpoint from before sharing was recorded had every consumer's own tensors.
+            implicit=_stored(ckpt, path, "implicit", dict, required=False) or {"sharing": "none"},
         )
     # Stored plain data of the wrong shape reaches dataclasses and constructors: say which file it came from
     # (ConfigError is a ValueError).

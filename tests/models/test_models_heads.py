@@ -130,3 +130,26 @@ def test_bad_construction_is_a_clear_error() -> None:
         IDetectHead(SHAPES, 4, ANCHORS[:1])
     with pytest.raises(ValueError, match="at least one class"):
         IDetectHead(SHAPES, 0, ANCHORS)
+
+
+@pytest.mark.parametrize(
+    ("refine", "adds", "muls"), [(("add", "mul"), 2, 2), (("add",), 2, 0), (("mul",), 0, 2), ((), 0, 0)]
+)
+def test_refine_picks_the_implicit_add_and_multiply(refine: tuple[str, ...], adds: int, muls: int) -> None:
+    head = _head(refine=refine)
+    assert sum(isinstance(m, ImplicitOp) for m in head.ia) == adds
+    assert sum(isinstance(m, ImplicitOp) for m in head.im) == muls
+    assert not any(isinstance(m, ImplicitOp) for m in [*_head(implicit=False, refine=refine).ia])
+
+
+def test_a_feature_add_folds_exactly_into_the_fused_head() -> None:
+    torch.manual_seed(0)
+    head = _head().eval()
+    features = _features()
+    constants = [torch.randn(f.shape[1]) for f in features]
+    with torch.no_grad():
+        before = head([f + g.view(1, -1, 1, 1) for f, g in zip(features, constants)])["decoded"]
+        head.fuse()
+        head.fold_feature_add(constants)
+        after = head(features)["decoded"]
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-3)

@@ -23,7 +23,7 @@ SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 SETTINGS_WHOLE_FILE = settings(SETTINGS, max_examples=100)
 DEFAULT = to_dict(ExperimentConfig())
 # Sections whose content the loader validates key by key (dataclasses).
-SECTIONS = ["", "balancer", "optim", "augment", "train", "eval", "synthetic"]
+SECTIONS = ["", "balancer", "optim", "augment", "train", "eval", "implicit", "synthetic"]
 SECTION_KEYS = {
     "": list(DEFAULT),
     **{name: list(DEFAULT[name]) for name in SECTIONS[1:] if name != "synthetic"},

@@ -34,6 +34,7 @@ COMMANDS: dict[str, Command] = {
     "info": Command("info", "model_info", "parameters, implicit parameters, GFLOPs and layers of a model"),
     "benchmark": Command("benchmark", "benchmark", "measure training and inference speed and memory"),
     "make-synthetic": Command("make_synthetic", "make_synthetic", "generate the built-in synthetic world"),
+    "ablate": Command("ablate", "ablate", "ablation study: variants x seeds, mean ± std, paired intervals"),
 }
 
 

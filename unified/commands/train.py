@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--sync-bn", dest="sync_bn", action="store_true")
+    p.add_argument(
+        "--noautoanchor", action="store_true", help="keep the model's anchors (train.autoanchor=false)"
+    )
     p.add_argument("--project")
     p.add_argument("--name")
     p.add_argument("--exist-ok", dest="exist_ok", action="store_true")

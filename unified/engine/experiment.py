@@ -13,6 +13,7 @@ from typing import Any, Literal
 from unified.config import ConfigError, check, load_config, read_yaml
 from unified.data.augment import AugmentConfig
 from unified.data.synthetic import SyntheticConfig
+from unified.implicit import ImplicitConfig
 from unified.packaged_configs import packaged_config, resolve_config
 
 #: What ``unified.distributed.select_device`` understands: cpu, "" (automatic), 0 / 0,1, cuda / cuda:N.
@@ -110,6 +111,11 @@ class TrainConfig:
     # --weights whose tensors mostly do not fit the model (another architecture) are refused: set this to
     # load the few that fit anyway and train the rest from scratch
     partial_weights: bool = False
+    # Fit the anchors to the training boxes before a new run from scratch when the model's anchors reach a
+    # best possible recall below 0.98 (k-means + genetic refinement, as YOLOv5/YOLOv7's check_anchors);
+    # never on --resume or with --weights (their anchors are trained). The fitted anchors go into the model
+    # config every checkpoint stores. --noautoanchor sets it false.
+    autoanchor: bool = True
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
@@ -145,6 +151,7 @@ class ExperimentConfig:
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     plugins: list[str] = field(default_factory=list)
     implicit_share: dict[str, str] = field(default_factory=dict)
+    implicit: ImplicitConfig = field(default_factory=ImplicitConfig)
     balancer: BalancerConfig = field(default_factory=BalancerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -314,6 +321,7 @@ __all__ = [
     "ConfigError",
     "EvalConfig",
     "ExperimentConfig",
+    "ImplicitConfig",
     "OptimConfig",
     "SyntheticConfig",
     "TrainConfig",

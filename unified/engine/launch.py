@@ -14,10 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from unified.anchors import anchors_for_run
 from unified.checkpoint import CheckpointError, load_safe, require_format
 from unified.config import ConfigError, dump_yaml, from_dict
 from unified.data import MultiTaskDataset, build_dataloader, load_dataset_yaml
 from unified.data.records import ImageRecord
+from unified.data.summary import SUMMARY_FILE, format_summary, summary_text
 from unified.distributed import DistInfo, barrier, cleanup, init_distributed, select_device
 from unified.engine.balancers import balancer_options, build_balancer
 from unified.engine.default_hooks import (
@@ -225,17 +227,22 @@ def _run(
     seed_everything(cfg.train.seed + dist_info.rank, cfg.train.deterministic)
     prepare_synthetic(cfg, dist_info)
 
-    train_records, info = load_dataset_yaml(cfg.data, "train", skip_invalid=cfg.train.skip_invalid)
+    train = load_dataset_yaml(cfg.data, "train", skip_invalid=cfg.train.skip_invalid)
+    train_records, info = train.records, train.info
     check_task_labels(tasks, info.label_kinds, cfg.data)
-    val_records, _ = load_dataset_yaml(cfg.data, "val", skip_invalid=cfg.train.skip_invalid)
+    val = load_dataset_yaml(cfg.data, "val", skip_invalid=cfg.train.skip_invalid)
+    val_records = val.records
     architecture: str | dict[str, Any] = cfg.model
     if state is not None and resume_from is not None:
         architecture, info = _resumed_architecture(cfg, state, info, resume_from, dist_info)
+    log = print if dist_info.is_main else None
+    architecture = anchors_for_run(cfg, architecture, train_records, fresh=state is None, log=log)  # type: ignore[assignment]
     model = _build_training_model(cfg, architecture, tasks, info, dist_info, pretrained=state is None)
     balancer = build_balancer(
         cfg.balancer.name, list(model.tasks), cfg.balancer.weights, cfg.balancer.options
     )
-    train_loader, val_loader = _loaders(cfg, train_records, val_records, info, dist_info, device)
+    weights = train.sample_weights()
+    train_loader, val_loader = _loaders(cfg, train_records, val_records, info, dist_info, device, weights)
 
     # Everything a config error can come from is checked above: only now is a run folder claimed.
     fresh = run_dir is None
@@ -244,6 +251,8 @@ def _run(
         if dist_info.is_main:
             (run_dir / "weights").mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+            write_text_or_warn(run_dir / SUMMARY_FILE, summary_text(train.parts + val.parts))
+            print(format_summary(train.parts + val.parts))
         meta = {**model_meta(model, cfg.task_options, cfg.implicit_share), "plugins": list(cfg.plugins)}
         hooks = default_hooks(cfg, run_dir, meta, val_loader, dist_info, progress, extra_hooks)
         trainer = Trainer(cfg, model, balancer, train_loader, device, dist_info, hooks)
@@ -361,7 +370,12 @@ def _build_training_model(
 ) -> nn.Module:
     """The model for the data, its implicit sharing checked, pretrained weights loaded (not on resume)."""
     model = build_model(
-        architecture, tasks=tasks, info=info, task_options=cfg.task_options, implicit_share=cfg.implicit_share
+        architecture,
+        tasks=tasks,
+        info=info,
+        task_options=cfg.task_options,
+        implicit_share=cfg.implicit_share,
+        implicit=cfg.implicit,
     )
     used = model.bank.consumers()
     for consumer in cfg.implicit_share:
@@ -390,8 +404,10 @@ def _loaders(
     info: DatasetInfo,
     dist_info: DistInfo,
     device: torch.device,
+    sample_weights: list[float] | None = None,
 ) -> tuple[Any, Any]:
-    """The training loader (every rank) and the validation loader (rank 0; None elsewhere)."""
+    """The training loader (every rank; drawing by the parts' weights when given) and the validation loader
+    (rank 0; None elsewhere)."""
     world = dist_info.world_size
     if cfg.train.batch_size % world:
         raise ConfigError(
@@ -415,6 +431,7 @@ def _loaders(
         pin_memory=device.type == "cuda",
         persistent_workers=False,
         worker_niceness=niceness,
+        sample_weights=sample_weights,
     )
     if not dist_info.is_main:
         return train_loader, None
@@ -515,6 +532,8 @@ def flags_to_overrides(args: Any) -> list[str]:
         overrides.append(f"tasks={json.dumps(names)}")
     if getattr(args, "sync_bn", False):
         overrides.append("train.sync_bn=true")
+    if getattr(args, "noautoanchor", False):
+        overrides.append("train.autoanchor=false")
     if getattr(args, "exist_ok", False):
         overrides.append("exist_ok=true")
     return overrides

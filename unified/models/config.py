@@ -14,7 +14,7 @@ A model YAML holds::
     neck:
       - [[-1, 6], 1, Concat, []]
     outputs: [28, 29, 30]       # layers feeding the heads, in level order
-    head: {implicit: true, implicit_form: vector}
+    head: {implicit: true, implicit_form: vector, refine: [add, mul], feature_alignment: false}
 
 ``from`` is a row index (absolute) or an offset (negative, ``-1`` = the previous row; the first row's ``-1``
 is the image), or a list of them for multi-input blocks. Channel counts that depend on ``nc`` are never
@@ -45,18 +45,36 @@ class NormConfig:
     momentum: float = 0.03
 
 
+#: The prediction-refinement ops a head may use (``head.refine``).
+REFINE_OPS = ("add", "mul")
+
+
 @dataclass
 class HeadConfig:
-    """Options of the detection head built from this model's outputs.
+    """Options of the task heads built from this model's outputs (YOLOR's implicit knowledge in them).
 
     Attributes:
-        implicit: YOLOR's implicit refinement in the head (add before, multiply after the 1×1 output
-            conv); ``false`` gives a plain YOLO ``Detect`` head (e.g. the ``yolov4-csp`` baseline).
-        implicit_form: Form of ``g(z)`` of the head's implicit tensors: ``vector``, ``nn`` or ``mf``.
+        implicit: YOLOR's implicit refinement in the heads (add before, multiply after the 1×1 output
+            conv); ``false`` gives a plain YOLO ``Detect`` head (e.g. the ``yolov4-csp`` baseline) and heads
+            without implicit knowledge (the same as ``refine: []``). A task's own ``implicit`` option wins.
+        implicit_form: Form of ``g(z)`` of the heads' implicit tensors: ``vector``, ``nn`` or ``mf``.
+        refine: Which prediction-refinement ops the heads use: ``add`` (the implicit add before each head's
+            output conv: ``detect.ia.*``, ``jdc.align.*`` and ``jdc.ia``, ``jde.ia.*`` ...) and ``mul`` (the
+            implicit multiply after it: ``detect.im.*``, ``jdc.im`` ...); the paper's ablation rows.
+        feature_alignment: An implicit add on every output feature of the neck, before all task heads
+            (bank names ``align.{level}``); folded into the heads at inference when every head can take it
+            exactly (``detect`` and ``jdc``), else kept as a cheap broadcast add.
     """
 
     implicit: bool = True
     implicit_form: Literal["vector", "nn", "mf"] = "vector"
+    refine: list[Literal["add", "mul"]] = field(default_factory=lambda: ["add", "mul"])
+    feature_alignment: bool = False
+
+    def refine_ops(self, implicit: bool | None = None) -> tuple[str, ...]:
+        """The refinement ops of a head whose task says ``implicit`` (None: as ``head.implicit`` says)."""
+        on = self.implicit if implicit is None else implicit
+        return tuple(op for op in REFINE_OPS if op in self.refine) if on else ()
 
 
 @dataclass
@@ -163,6 +181,8 @@ def validate_model_config(cfg: ModelConfig) -> None:
         raise ConfigError(f"{cfg.where('input_channels')}: must be at least 1")
     if cfg.nc < 1:
         raise ConfigError(f"{cfg.where('nc')}: the number of classes must be at least 1")
+    if len(set(cfg.head.refine)) != len(cfg.head.refine):
+        raise ConfigError(f"{cfg.where('head.refine')}: list each of {list(REFINE_OPS)} at most once")
     if not (0 < cfg.norm.momentum < 1) or cfg.norm.eps <= 0:
         raise ConfigError(f"{cfg.where('norm')}: need 0 < momentum < 1 and eps > 0")
     rows = cfg.rows
@@ -246,6 +266,7 @@ def with_nc(cfg: ModelConfig, nc: int) -> ModelConfig:
 
 
 __all__ = [
+    "REFINE_OPS",
     "HeadConfig",
     "ModelConfig",
     "NormConfig",

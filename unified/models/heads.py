@@ -5,7 +5,8 @@ Level ``l`` computes ``raw_l = im_l · m_l(ia_l + x_l)`` with ``na·(5 + nc)`` o
 ``y = sigmoid(raw)``, ``xy = (2·y - 0.5 + grid)·stride``, ``wh = (2·y)²·anchor`` (pixels), objectness and
 class scores stay sigmoids; rows are ordered level, anchor, grid row, grid column.
 
-With ``implicit=False`` the head is a plain YOLO ``Detect`` (the ``yolov4-csp`` baseline).
+With ``implicit=False`` the head is a plain YOLO ``Detect`` (the ``yolov4-csp`` baseline); ``refine`` keeps only
+the add (``ia``) or only the multiply (``im``), the paper's ablation rows.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class IDetectHead(nn.Module, Fusable):
             ``{name}.im.{l}`` (mul, output channels) from it, so a config can alias them. When omitted, the
             head owns a private bank (``head.bank``).
         implicit: Use the implicit add/multiply (``False``: plain ``Detect``).
+        refine: Which of the two to use when ``implicit``: ``add`` (``ia``), ``mul`` (``im``); default both.
         implicit_form: Form of the implicit tensors (``vector``, ``nn``, ``mf``).
         name: Prefix of the bank names.
         image_size: Image size of the objectness prior (``init_detect_biases``).
@@ -69,6 +71,7 @@ class IDetectHead(nn.Module, Fusable):
         bank: ImplicitBank | None = None,
         *,
         implicit: bool = True,
+        refine: Sequence[str] = ("add", "mul"),
         implicit_form: str = "vector",
         name: str = "detect",
         image_size: int = 640,
@@ -99,17 +102,21 @@ class IDetectHead(nn.Module, Fusable):
         self.m = nn.ModuleList(nn.Conv2d(s.channels, self.na * self.no, 1) for s in in_shapes)
         self.ia = nn.ModuleList()
         self.im = nn.ModuleList()
-        if implicit:
-            if bank is None:
-                bank = ImplicitBank()
-                self.bank = bank
-            for level, shape in enumerate(in_shapes):
-                self.ia.append(bank.get(f"{name}.ia.{level}", shape.channels, "add", implicit_form))  # type: ignore[arg-type]
-                self.im.append(bank.get(f"{name}.im.{level}", self.na * self.no, "mul", implicit_form))  # type: ignore[arg-type]
-        else:
-            for _ in in_shapes:
-                self.ia.append(nn.Identity())
-                self.im.append(nn.Identity())
+        ops = tuple(refine) if implicit else ()
+        if ops and bank is None:
+            bank = ImplicitBank()
+            self.bank = bank
+        for level, shape in enumerate(in_shapes):
+            self.ia.append(
+                bank.get(f"{name}.ia.{level}", shape.channels, "add", implicit_form)  # type: ignore[union-attr,arg-type]
+                if "add" in ops
+                else nn.Identity()
+            )
+            self.im.append(
+                bank.get(f"{name}.im.{level}", self.na * self.no, "mul", implicit_form)  # type: ignore[union-attr,arg-type]
+                if "mul" in ops
+                else nn.Identity()
+            )
         self._grids: dict[tuple[Any, ...], torch.Tensor] = {}
         init_detect_biases(self, image_size)
 
@@ -168,6 +175,12 @@ class IDetectHead(nn.Module, Fusable):
                 conv = fold_mul_after(conv, im)
                 self.im[level] = nn.Identity()
             self.m[level] = conv
+
+    def fold_feature_add(self, constants: Sequence[torch.Tensor]) -> None:
+        """Fold a constant added to each input level (feature alignment) into the 1×1 convs: exact, they
+        are unpadded. Call after :meth:`fuse`."""
+        for level, g in enumerate(constants):
+            self.m[level] = fold_add_before(self.m[level], g)
 
     def _apply(self, fn: Any, recurse: bool = True) -> IDetectHead:  # type: ignore[override]
         self._grids = {}  # cached grids follow the device/dtype of the next forward

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from unified.implicit import ImplicitOp, ImplicitTensor
+from unified.implicit import ImplicitOp, ImplicitTensor, LatentCode
 
 _CONV_OPS = (torch.ops.aten.convolution, torch.ops.aten._convolution)
 
@@ -53,13 +53,16 @@ def count_params(module: nn.Module) -> int:
 
 
 def count_implicit_params(module: nn.Module) -> int:
-    """Parameter elements of the implicit tensors reachable from ``module`` (its bank or its ops' tensors)."""
-    tensors: dict[int, ImplicitTensor] = {}
+    """Parameter elements of the implicit tensors reachable from ``module`` (its bank or its ops' tensors),
+    with the shared latent they read (``bank.latent``) counted once."""
+    tensors: dict[int, nn.Module] = {}
     for m in module.modules():
-        if isinstance(m, ImplicitTensor):
-            tensors[id(m)] = m
-        elif isinstance(m, ImplicitOp):
-            tensors[id(m.tensor)] = m.tensor
+        found = m.tensor if isinstance(m, ImplicitOp) else m
+        if isinstance(found, (ImplicitTensor, LatentCode)):
+            tensors[id(found)] = found
+        latent = getattr(found, "latent", None)
+        if isinstance(found, ImplicitTensor) and isinstance(latent, LatentCode):
+            tensors[id(latent)] = latent
     seen: set[int] = set()
     total = 0
     for tensor in tensors.values():
