@@ -125,3 +125,13 @@ def _one_thread_per_worker():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``cuda`` are skipped on a machine without a GPU (``tools/gpu_check.sh`` runs them)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (run tools/gpu_check.sh on a GPU machine)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

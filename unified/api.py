@@ -50,7 +50,8 @@ from unified.inference import (
     predict_frames,
     track_source,
 )
-from unified.model import UnifiedModel, build_model, load
+from unified.inference.onnx_backend import is_onnx, load_model
+from unified.model import UnifiedModel, build_model
 from unified.models import load_model_config
 from unified.packaged_configs import resolve_config
 from unified.task import ImagePredictions, resolve_tasks
@@ -167,8 +168,9 @@ class Model:
     """A unified model: built from a model config, or loaded from a checkpoint.
 
     Args:
-        model: A checkpoint (``.pt``: ours, or a converted official one), a model YAML, or a packaged model's
-            name (``yolor-tiny``, ``yolor-p6`` ...).
+        model: A checkpoint (``.pt``: ours, or a converted official one), an exported ``.onnx`` (fp32 or int8,
+            run by onnxruntime: predict, track, val), a model YAML, or a packaged model's name
+            (``yolor-tiny``, ``yolor-p6`` ...).
         tasks: The tasks of a model built from a config (default ``detect``; requirements are added). With a
             checkpoint, the tasks a :meth:`train` fine-tunes (default: the checkpoint's).
         nc: Classes of a model built from a config before it is trained (default: the YAML's ``nc``).
@@ -195,9 +197,10 @@ class Model:
         self._predictor: tuple[str, UnifiedModel] | None = None
         self._img_size: int | None = None
         self._nc = nc
-        if Path(model).suffix in CHECKPOINT_SUFFIXES:
+        if Path(model).suffix in CHECKPOINT_SUFFIXES or is_onnx(model):
             self.weights = Path(model).resolve()
-            self._model = load(self.weights, plugins=self.plugins)
+            # An exported .onnx runs in onnxruntime (unified.inference.onnx_backend): predict, track, val.
+            self._model = load_model(self.weights, plugins=self.plugins)
             self.tasks = resolve_tasks(tasks) if tasks else list(self._model.task_names)
         else:
             self.config = resolve_config(model, "model").resolve()
@@ -210,7 +213,7 @@ class Model:
         best), or built untrained from the config (a ``jde`` model needs a dataset's identities: train it)."""
         if self._model is None:
             self._model = (
-                load(self.weights, plugins=self.plugins)
+                load_model(self.weights, plugins=self.plugins)
                 if self.weights
                 else build_model(self.config, nc=self._nc, tasks=self.tasks, plugins=self.plugins)
             )
@@ -264,6 +267,10 @@ class Model:
             ConfigError, DataError, CheckpointError: before any run folder is created.
             NonFiniteLossError: when training diverged.
         """
+        if self.weights is not None and is_onnx(self.weights):
+            raise ValueError(
+                f"{self.weights} is an ONNX graph for inference: train from a checkpoint or config"
+            )
         flags = SimpleNamespace(
             data=_text(data),
             model=None if self.weights else str(self.config),
@@ -408,6 +415,10 @@ class Model:
         """
         from unified.export.onnx import check_onnx, export_onnx, simplify_onnx
 
+        if self.weights is not None and is_onnx(self.weights):
+            raise ValueError(
+                f"{self.weights} is an exported ONNX graph already: export the checkpoint it came from"
+            )
         if format != "onnx":
             raise ValueError(f"format {format!r}: only 'onnx' is supported")
         sizes = imgsz if isinstance(imgsz, Sequence) else (imgsz or self._training_size(),) * 2
@@ -434,6 +445,8 @@ class Model:
         return self._predictor[1]
 
     def _training_size(self) -> int:
+        if self._img_size is None and self.weights is not None and is_onnx(self.weights):
+            self._img_size = int(self.model.img_size[0])  # fixed in the graph at export
         if self._img_size is None:
             self._img_size = (
                 training_image_size(load_safe(self.weights)) if self.weights else DEFAULT_IMG_SIZE

@@ -60,6 +60,32 @@ def test_tiny_run_table_names_every_measurement(tiny_run):
     assert all(line.startswith("|") for line in table.splitlines() if line)
 
 
+def test_tiny_run_has_onnx_runtime_rows_and_the_precision_probe(tiny_run):
+    pytest.importorskip("onnxruntime")
+    _, result = tiny_run
+    group = result["onnx_inference"]
+    assert group["batches"] == [1, 2] and set(group["models"]) == {"paper", "demo"}
+    variants = {"pytorch_fp32", "onnxruntime_fp32", "onnxruntime_int8"}
+    for row in group["models"].values():
+        assert set(row["latency_ms"]) == variants and set(row["images_per_s"]) == variants
+        assert all(v > 0 for v in [*row["latency_ms"].values(), *row["images_per_s"].values()])
+        assert "latency_speedup_vs_official" not in row  # no official checkout given
+    assert group["models"]["demo"]["tasks"] == ["detect", "jdc", "jde"]
+    probe = result["precision_probe"]
+    assert set(probe["conv3x3_gflops"]) == {"fp32", "bf16"} and probe["auto_picks"] in ("fp32", "bf16")
+    table = markdown_table(result)
+    assert "Inference latency by backend" in table and "onnxruntime_int8" in table and "Host probe" in table
+
+
+def test_onnx_rows_are_skipped_off_the_cpu():
+    from unified.benchmark.onnx_rows import onnx_group, onnx_table_rows
+    from unified.benchmark.profiles import TINY
+
+    group = onnx_group(torch.device("cuda"), TINY)
+    assert "CPU only" in group["skipped"]
+    assert "skipped" in onnx_table_rows({"onnx_inference": group})[0][1]
+
+
 def test_check_result_reports_missing_and_non_finite():
     result = {k: 1.0 for k in REQUIRED_KEYS}
     assert check_result(result) == []

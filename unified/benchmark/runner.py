@@ -17,6 +17,7 @@ import torch
 
 from unified.benchmark import measures as m
 from unified.benchmark import workloads as w
+from unified.benchmark.onnx_rows import onnx_group, onnx_table_rows, precision_probe
 from unified.benchmark.profiles import Profile
 from unified.engine.trainer import cpu_supports_bf16
 
@@ -151,6 +152,13 @@ def run_benchmark(
     log(
         f"  latency ms {result['infer_latency_ms']}, implicit overhead {result['fused_implicit_overhead']:.3f}"
     )
+
+    # ONNX Runtime fp32 / int8 beside PyTorch eager and the official forward; the host's precision probe
+    log("onnx runtime inference")
+    result["onnx_inference"] = onnx_group(device, profile, official_repo, log=log)
+    if device.type == "cpu":
+        result["precision_probe"] = precision_probe()
+        log(f"  precision probe {result['precision_probe']['conv3x3_gflops']}")
 
     # Levers: each one's effect, as a speed-up of having it on --------------------------------------------
     result["levers"] = _lever_results(result, groups, inf, best, mixed_name)
@@ -338,7 +346,7 @@ def check_result(result: dict[str, Any]) -> list[str]:
             if not math.isfinite(value):
                 problems.append(f"{prefix} is not finite ({value})")
 
-    for key in (*REQUIRED_KEYS, *OFFICIAL_KEYS, "levers"):
+    for key in (*REQUIRED_KEYS, *OFFICIAL_KEYS, "levers", "onnx_inference", "precision_probe"):
         if key in result:
             walk(key, result[key])
     return problems
@@ -410,6 +418,7 @@ def markdown_table(result: dict[str, Any]) -> str:
                 "≥ 1.3×",
             )
         )
+    rows += onnx_table_rows(r)
     a, b = inf["implicit_pair"]
     rows.append(
         (

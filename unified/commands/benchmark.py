@@ -1,4 +1,6 @@
-"""Measure training and inference speed, multi-task and implicit overheads, data, tracker and memory.
+"""Measure training and inference speed, multi-task and implicit overheads, data, tracker and memory,
+inference in ONNX Runtime fp32 and int8 beside PyTorch and the official code (CPU, with the 'export'
+extra), and the host's fp32 and bf16 convolution rates (what ``train.precision: auto`` decides from).
 
     unified benchmark                                   # full run, CPU (about 10-15 min on 2 cores)
     unified benchmark --official-repo /tmp/yolor        # + the official code side by side

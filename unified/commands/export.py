@@ -10,6 +10,22 @@ the per-detection ones row for row with ``decoded`` (see unified/export/onnx.py)
 class) on the output, then map boxes out of the letterbox with ``unified.ops.boxes.letterbox_to_original``.
 Class names, strides and the input size are stored in the ONNX metadata.
 
+``--end2end`` puts NMS in the graph too, as YOLOv7's ONNX Runtime end-to-end export (ONNX's own
+``NonMaxSuppression``; ``--conf``, ``--iou``, ``--max-det``): two more outputs, ``detections`` (K, 7)
+``[image, x1, y1, x2, y2, score, class]`` in input pixels and ``detection_rows`` (K, 3) ``[image, class,
+row of decoded]`` (see unified/export/end2end.py); the selection equals ``non_max_suppression`` with
+``multi_label=False``. The graph keeps its other outputs, so ``unified predict/val/track`` still run it.
+
+``--int8`` also writes ``NAME-int8.onnx``: static int8 quantisation (QDQ, per-channel int8 weights, uint8
+activations; onnxruntime's ``quantize_static``) calibrated on ``--calib-images`` letterboxed images of the
+dataset's training split, every head included; then both graphs are evaluated on the validation split (the
+ONNX backend and the tasks' evaluators, as ``unified val W.onnx`` does) and the drop of each task's
+headline metric is printed (detect AP50, jdc mAP, jde TPR@FAR=0.01 ...). With ``--int8-exclude auto`` (the
+default), a task that drops by more than ``--int8-max-drop`` gets the last convolutions feeding its
+outputs kept in fp32, then every head's, and the export names them::
+
+    unified export --weights best.pt --img 192 --int8 --data data/synthetic/dataset-all.yaml --calib-images 64
+
 ``--strip`` writes a PyTorch checkpoint for deployment instead (no ONNX, no extra needed): the EMA
 weights as the model and the metadata ``unified.model.load`` reads, without the optimiser and the rest of
 the training state (``unified.checkpoint.strip_checkpoint``)::
@@ -30,6 +46,8 @@ from pathlib import Path
 from unified.checkpoint import CheckpointError, strip_checkpoint
 from unified.cli import add_plugins_argument
 from unified.config import ConfigError
+from unified.data.validate import DataError
+from unified.export.end2end import End2EndNMS
 from unified.export.onnx import check_onnx, export_onnx, simplify_onnx
 from unified.model import load
 from unified.registry import RegistryError
@@ -63,8 +81,48 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest error the check accepts (1e-4)")
     p.add_argument("--raw", action="store_true", help="also output the per-level detection logits")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="export without folding BN/implicit")
+    p.add_argument(
+        "--end2end",
+        action="store_true",
+        help="NMS in the graph too: outputs detections (K, 7) and detection_rows (K, 3)",
+    )
+    p.add_argument("--conf", type=float, default=0.25, help="--end2end: score threshold (0.25)")
+    p.add_argument("--iou", type=float, default=0.45, help="--end2end: NMS IoU threshold (0.45)")
+    p.add_argument(
+        "--max-det",
+        dest="max_det",
+        type=int,
+        default=300,
+        help="--end2end: most detections per class and image",
+    )
+    p.add_argument("--int8", action="store_true", help="also write NAME-int8.onnx, calibrated and evaluated")
+    p.add_argument("--data", help="--int8: dataset YAML (train split calibrates, val split evaluates)")
+    p.add_argument(
+        "--calib-images", dest="calib_images", type=int, default=64, help="--int8: calibration images (64)"
+    )
+    p.add_argument(
+        "--int8-exclude",
+        dest="int8_exclude",
+        default="auto",
+        help="--int8: nodes kept fp32: auto (search), none, heads, or comma-separated node names",
+    )
+    p.add_argument(
+        "--int8-max-drop",
+        dest="int8_max_drop",
+        type=float,
+        default=0.01,
+        help="--int8: largest drop of a task's headline metric the auto search accepts (0.01)",
+    )
     add_plugins_argument(p)
     args = p.parse_args(argv)
+    if args.int8 and not args.data:
+        p.error("--int8 needs --data DATASET.yaml (its train split calibrates, its val split measures)")
+    if args.int8 and args.strip:
+        p.error("--int8 quantises the ONNX graph; --strip writes a PyTorch checkpoint: choose one")
+    if args.int8 and args.calib_images <= 0:
+        p.error(f"--calib-images must be positive, got {args.calib_images}")
+    if args.int8 and len(args.img) == 2 and args.img[0] != args.img[1]:
+        p.error("--int8 calibrates and evaluates on square letterboxed images: give one --img size")
     if args.strip and args.out and Path(args.out).suffix.lower() == ".onnx":
         p.error(f"--strip writes a PyTorch checkpoint, not ONNX: give --out a .pt name, got {args.out}")
     if len(args.img) not in (1, 2):
@@ -90,24 +148,49 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         model = load(args.weights, plugins=args.plugins)
         if args.fuse:
             model.fuse()
+        nms = End2EndNMS(args.conf, args.iou, args.max_det) if args.end2end else None
         path, names = export_onnx(
-            model, out, size, opset=args.opset, raw=args.raw, metadata={"weights": str(args.weights)}
+            model,
+            out,
+            size,
+            opset=args.opset,
+            raw=args.raw,
+            metadata={"weights": str(args.weights)},
+            end2end=nms,
         )
         print(f"exported {args.weights} -> {path} ({size[0]}x{size[1]}, dynamic batch, opset {args.opset})")
         print(f"  outputs: {', '.join(names)}")
         if args.simplify:
             print(f"  {simplify_onnx(path)}")
         if args.check:
-            report = check_onnx(path, model, size, tolerance=args.tolerance, raw=args.raw)
+            report = check_onnx(path, model, size, tolerance=args.tolerance, raw=args.raw, end2end=nms)
             print(f"  {report.summary()}")
             if not report.ok:
                 return 1
+        if args.int8:
+            _int8(args, path, size[0])
     # ImportError: a missing optional dependency (MissingDependencyError) or a --plugins module that does
     # not import; RegistryError: a task of the checkpoint that no imported module registers.
-    except (ConfigError, CheckpointError, ImportError, RegistryError, ValueError, OSError) as exc:
+    except (ConfigError, DataError, CheckpointError, ImportError, RegistryError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _int8(args: argparse.Namespace, fp32_path: Path, img_size: int) -> None:
+    """``--int8``: calibrate, quantise, evaluate against the fp32 graph, keep fp32 what loses too much."""
+    from unified.export.int8 import calibration_images, search_int8
+
+    out = fp32_path.with_name(f"{fp32_path.stem}-int8.onnx")
+    images = calibration_images(args.data, img_size, args.calib_images)
+    print(f"int8: calibrating on {len(images)} training images of {args.data}, evaluating on its val split")
+    exclude = args.int8_exclude
+    if exclude not in ("auto", "none", "heads"):
+        exclude = [n.strip() for n in exclude.split(",") if n.strip()]
+    result = search_int8(fp32_path, out, args.data, img_size, images, args.int8_max_drop, exclude)
+    kept = ", ".join(result.excluded) if result.excluded else "none"
+    print(f"exported {out} (int8 QDQ, per-channel weights); kept in fp32: {kept}")
+    print("  drop (fp32 - int8): " + ", ".join(f"{t} {d:+.4f}" for t, d in result.drops().items()))
 
 
 def _strip(weights: str, out: str | None) -> int:

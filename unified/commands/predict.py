@@ -56,7 +56,7 @@ from unified.inference import (
     write_json,
     yolo_lines,
 )
-from unified.model import load
+from unified.inference.onnx_backend import check_onnx_size, load_model
 from unified.registry import RegistryError
 from unified.task import TASKS
 
@@ -66,7 +66,11 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p = argparse.ArgumentParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--weights", required=True, help="unified checkpoint (convert official ones first)")
+    p.add_argument(
+        "--weights",
+        required=True,
+        help="unified checkpoint (convert official ones first), or an exported .onnx",
+    )
     p.add_argument("--source", required=True, help="image, folder, glob pattern or video")
     add_image_size_argument(p, 640, "inference size (square letterbox; alias --img-size), default 640")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold, default 0.25")
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        model = load(args.weights, device=device, plugins=args.plugins)
+        model = load_model(args.weights, device=device, plugins=args.plugins)  # .onnx: onnxruntime
+        check_onnx_size(model, args.img)
         check_outputs_wanted(args, model)
         if "detect" not in model.tasks:
             raise ConfigError(

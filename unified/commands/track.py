@@ -40,7 +40,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--detections", type=Path, help="MOTChallenge detection file (tracker-only mode)")
-    mode.add_argument("--weights", type=Path, help="unified checkpoint (model mode: detect, embed, track)")
+    mode.add_argument(
+        "--weights", type=Path, help="unified checkpoint or exported .onnx (model mode: detect, embed, track)"
+    )
     parser.add_argument("--source", help="model mode: a sequence folder (img1/ or images) or a video file")
     parser.add_argument("--out", type=Path, required=True, help="MOTChallenge result file to write")
     add_image_size_argument(parser, 640, "model mode: inference image size (alias --img-size)")
@@ -107,7 +109,7 @@ def track_with_model(args: argparse.Namespace, config: TrackerConfig) -> int:
     from unified.commands import check_image_size
     from unified.distributed import select_device
     from unified.inference import SourceError
-    from unified.model import load
+    from unified.inference.onnx_backend import check_onnx_size, load_model
     from unified.registry import RegistryError
 
     try:
@@ -116,8 +118,9 @@ def track_with_model(args: argparse.Namespace, config: TrackerConfig) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        model = load(args.weights, device=device, plugins=args.plugins).for_inference()
+        model = load_model(args.weights, device=device, plugins=args.plugins).for_inference()  # .onnx too
         check_image_size(model, args.img)
+        check_onnx_size(model, args.img)
         results = run_tracking(model, args, config, device)
     # ImportError: a missing optional dependency (MissingDependencyError) or a --plugins module that does
     # not import; RegistryError: a task of the checkpoint that no imported module registers.

@@ -1,6 +1,7 @@
 """Evaluate a trained model on its tasks, or tracker outputs alone (MOT metrics).
 
     unified val --weights W --data DATASET.yaml [--tasks detect,jdc] [--img 256] [--json OUT]
+    unified val --weights W.onnx --data DATASET.yaml     (an exported graph, fp32 or int8, in onnxruntime)
                 [--plugins mypkg.tasks]       (a checkpoint trained with plugin tasks)
     unified val --mot-gt GT_ROOT --mot-results RESULTS_ROOT [--json OUT] [--sequences a,b]
 
@@ -36,7 +37,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--mot-gt", type=Path, help="MOT mode: folder holding <seq>/gt/gt.txt")
-    mode.add_argument("--weights", type=Path, help="model mode: a unified checkpoint to evaluate")
+    mode.add_argument(
+        "--weights", type=Path, help="model mode: a unified checkpoint, or an .onnx from unified export"
+    )
     parser.add_argument("--mot-results", type=Path, help="MOT mode: folder holding <seq>.txt result files")
     parser.add_argument("--sequences", help="MOT mode: comma-separated sequences (default: all in --mot-gt)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
@@ -68,16 +71,21 @@ def run_model_mode(args: argparse.Namespace) -> dict:
     from unified.distributed import select_device
     from unified.engine.evaluate import evaluate_dataset, training_image_size
     from unified.engine.launch import print_metrics_table
-    from unified.model import load
+    from unified.inference.onnx_backend import check_onnx_size, is_onnx, load_model
 
     device = select_device(args.device)
-    # Unfused: the metrics of the checkpoint itself, not of its folded copy.
-    model = load(args.weights, device=device, plugins=args.plugins).for_inference(fuse=False)
+    # Unfused: the metrics of the checkpoint itself, not of its folded copy. An .onnx runs in onnxruntime.
+    model = load_model(args.weights, device=device, plugins=args.plugins).for_inference(fuse=False)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else list(model.tasks)
     unknown = [t for t in tasks if t not in model.tasks]
     if unknown:
         raise ValueError(f"--tasks {unknown}: {args.weights} has the tasks {list(model.tasks)}")
-    img = args.img or training_image_size(load_safe(args.weights))
+    if is_onnx(args.weights):
+        img = args.img or onnx_image_size(model, args.weights)
+        check_onnx_size(model, img)
+        print(f"{args.weights}: ONNX graph ({model.precision}) run by onnxruntime on the CPU")
+    else:
+        img = args.img or training_image_size(load_safe(args.weights))
     check_image_size(model, img)
     out = args.out or (
         args.weights.parent.parent if args.weights.parent.name == "weights" else Path("runs/evaluate")
@@ -99,6 +107,21 @@ def run_model_mode(args: argparse.Namespace) -> dict:
     if args.json is None:
         args.json = out / "metrics.json" if args.out else None
     return metrics
+
+
+def onnx_image_size(model: object, weights: Path) -> int:
+    """The square size an ONNX graph was exported at (evaluation letterboxes to a square).
+
+    Raises:
+        ValueError: for a graph exported at a size that is not square.
+    """
+    height, width = model.img_size  # type: ignore[attr-defined]
+    if height != width:
+        raise ValueError(
+            f"{weights} was exported at {height}x{width}; evaluation letterboxes to a square: export it at "
+            f"--img {max(height, width)}"
+        )
+    return int(height)
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -138,4 +161,4 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     return 0
 
 
-__all__ = ["main", "parse_args", "run_model_mode", "write_json"]
+__all__ = ["main", "onnx_image_size", "parse_args", "run_model_mode", "write_json"]

@@ -101,6 +101,10 @@ class Balancer(nn.Module):
     needs_task_gradients: ClassVar[bool] = False
     #: The dataclass ``balancer.options`` is validated into; a subclass with options sets its own.
     options_class: ClassVar[type] = BalancerOptions
+    #: fp16 AMP's current loss scale (a tensor on the device), set by the trainer before each forward: a
+    #: balancer that takes gradients inside ``forward`` (GradNorm) scales its losses by it first, so that
+    #: small fp16 gradients do not flush to zero, and divides it out of what it measures.
+    loss_scale: torch.Tensor | float = 1.0
 
     def __init__(
         self, tasks: Sequence[str], weights: dict[str, float] | None = None, options: Any = None
@@ -272,10 +276,12 @@ class GradNormBalancer(Balancer):
             self.initialised.fill_(True)
         norms = []
         for loss in losses:
-            grads = torch.autograd.grad(loss, self._last_layer, retain_graph=True, allow_unused=True)
-            flat = [g.reshape(-1) for g in grads if g is not None]
+            grads = torch.autograd.grad(
+                loss * self.loss_scale, self._last_layer, retain_graph=True, allow_unused=True
+            )
+            flat = [g.float().reshape(-1) for g in grads if g is not None]
             norms.append(torch.cat(flat).norm() if flat else losses.new_zeros(()))
-        grad_norms = torch.stack(norms).detach()
+        grad_norms = torch.stack(norms).detach() / self.loss_scale
         ratios = losses.detach() / self.initial_losses.clamp_min(1e-12)
         relative = ratios / ratios.mean().clamp_min(1e-12)
         target = (weights.detach() * grad_norms).mean() * relative.pow(self.options.alpha)

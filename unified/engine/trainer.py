@@ -28,6 +28,7 @@ from unified.engine.balancers import Balancer
 from unified.engine.experiment import ExperimentConfig
 from unified.engine.hooks import Hook
 from unified.engine.optim import Schedule, build_optimizer
+from unified.engine.precision import auto_cpu_dtype
 
 
 class NonFiniteLossError(RuntimeError):
@@ -81,17 +82,12 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def cpu_has_amx_bf16() -> bool:
-    """True when the CPU has AMX bfloat16 tiles, where bf16 autocast trains faster than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags
-
-
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision setting (None: full fp32)."""
+    """The autocast dtype for a precision setting (None: full fp32).
+
+    ``auto``: fp16 on CUDA; on a CPU bf16 only where a short measured probe finds bf16 convolutions faster
+    than fp32 ones (:mod:`unified.engine.precision`: hosts with the same flags differ by 2x either way).
+    """
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -102,10 +98,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.float16
     if device.type == "cuda":
         return torch.float16
-    # AVX512-BF16 alone does not pay: its bf16 dot products run no faster than fp32 FMAs, and the casts
-    # come on top (2-core AVX512-BF16 VM, bf16 ÷ fp32 speed of the training step: yolor-p6 320² batch 4
-    # 0.76x, yolor-tiny demo 0.95x; tools/benchmark.py). AMX tiles are what make bf16 win.
-    return torch.bfloat16 if cpu_has_amx_bf16() else None
+    return auto_cpu_dtype()
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -202,6 +195,7 @@ class Trainer:
         self._buffers = list(self.model.buffers())
         self._buffer_snapshot = [b.detach().clone() for b in self._buffers]
         self._gradient_culprits: list[str] = []  # where the last non-finite gradients were
+        self._scaler_search = False  # the last skipped step was fp16 GradScaler lowering its scale
 
     # ----------------------------------------------------------------------------------------- setup
     @property
@@ -277,6 +271,8 @@ class Trainer:
         no_sync = self.dist.enabled and self.balancer.needs_task_gradients
         if self._buffers:
             torch._foreach_copy_(self._buffer_snapshot, self._buffers)  # one fused copy
+        if self.scaler.is_enabled():
+            self.balancer.loss_scale = self.scaler.scale(torch.ones((), device=self.device))
         with self.autocast(), self.wrapped.no_sync() if no_sync else contextlib.nullcontext():
             total, task_totals, terms = self.wrapped(batch)
         # One host sync per step: the finiteness check and the logged values travel together.
@@ -294,7 +290,12 @@ class Trainer:
         # Loss terms are per-image sums (see Task.loss) and DDP averages gradients over ranks: scaling by
         # the world size makes N ranks with batch b train like one process with batch N·b.
         scaled = total * self.dist.world_size if self.dist.enabled else total
-        self.balancer.backward(self.scaler.scale(scaled) if self.scaler.is_enabled() else scaled, task_totals)
+        if self.scaler.is_enabled():
+            # fp16 AMP: a balancer that back-propagates each task's loss itself (PCGrad) must see them scaled
+            # as the total is, or unscale_ would divide its unscaled gradients by the loss scale.
+            scaled = self.scaler.scale(scaled)
+            task_totals = {t: self.scaler.scale(v) for t, v in task_totals.items()}
+        self.balancer.backward(scaled, task_totals)
         for hook in self.hooks:
             hook.after_backward(self)
         if (s.iteration + 1) % self.accumulate == 0 or s.end_of_epoch:
@@ -368,6 +369,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler.is_enabled():
                 self.scaler.update()
+                # GradScaler finds its scale by overflowing (65536 halved per inf step): while the scale is
+                # still above 1 an inf gradient is that search, not divergence, and counts toward no limit.
+                self._scaler_search = self.scaler.get_scale() >= 1.0
             return False
         if clip > 0:
             torch.nn.utils.clip_grads_with_norm_(params, clip, norm)
@@ -395,6 +399,12 @@ class Trainer:
 
     def _skip_step(self, names: list[tuple[str, str]], host: list[float], what: str) -> None:
         s = self.state
+        if what == "gradient" and self._scaler_search:
+            self._scaler_search = False
+            s.skipped_steps += 1
+            for hook in self.hooks:
+                hook.after_step(self)
+            return
         s.nonfinite_in_row += 1
         s.skipped_steps += 1
         if what == "gradient":

@@ -18,7 +18,9 @@ Graph outputs, in order (batch dimension dynamic; the spatial size is fixed at e
 
 3. With ``raw=True``: ``raw_{l}`` ``(B, na, ny, nx, 5 + nc)``, the detection logits per level (debugging).
 
-NMS is not in the graph. Run it on ``decoded`` outside, e.g. with :func:`postprocess_decoded` (our
+With ``end2end`` (``unified export --end2end``) NMS is in the graph too (:mod:`unified.export.end2end`):
+``detections`` ``(K, 7)`` ``[image, x1, y1, x2, y2, score, class]`` and ``detection_rows`` ``(K, 3)``
+``[image, class, row of decoded]``. Otherwise NMS is not in the graph: run it on ``decoded`` outside, e.g. with :func:`postprocess_decoded` (our
 ``non_max_suppression``: score = objectness × class probability, per-class NMS), or with any NMS after
 converting ``xywh`` to corners; boxes are in letterboxed input pixels, so undo the letterbox with
 ``unified.ops.boxes.letterbox_to_original``.
@@ -49,16 +51,22 @@ class ExportModule(nn.Module):
     Args:
         model: The model (put in eval mode here; fuse it before for deployment).
         raw: Also return the detection logits per level.
+        end2end: NMS inside the graph (:class:`unified.export.end2end.End2EndNMS`): adds ``detections``
+            and ``detection_rows``.
 
     Attributes:
         output_names: Names of the outputs, in order.
     """
 
-    def __init__(self, model: nn.Module, raw: bool = False) -> None:
+    def __init__(self, model: nn.Module, raw: bool = False, end2end: nn.Module | None = None) -> None:
         super().__init__()
-        self.model = model.eval()
+        self.model = model
         self.raw = raw
+        self.end2end = end2end
         self.output_names: list[str] = []
+        # The wrapper itself in eval mode too: torch.onnx.export restores the mode of the module it is given
+        # after exporting, and a wrapper left in training mode would switch the model back to training.
+        self.eval()
 
     def named_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = self.model(images)
@@ -71,6 +79,8 @@ class ExportModule(nn.Module):
             named.update(given)
         if self.raw:
             named.update({f"raw_{level}": r for level, r in enumerate(outputs["detect"]["raw"])})
+        if self.end2end is not None:
+            named.update(self.end2end(named["decoded"]))
         return named
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -122,6 +132,7 @@ def export_onnx(
     opset: int = 17,
     raw: bool = False,
     metadata: dict[str, Any] | None = None,
+    end2end: nn.Module | None = None,
 ) -> tuple[Path, list[str]]:
     """Export ``model`` (fuse it first for deployment) to ONNX with a dynamic batch dimension.
 
@@ -132,6 +143,7 @@ def export_onnx(
         opset: ONNX opset version.
         raw: Add the per-level detection logits as outputs.
         metadata: Extra ``metadata_props`` entries (stored as JSON text).
+        end2end: NMS in the graph (:class:`unified.export.end2end.End2EndNMS`), outputs added after the others.
 
     Returns:
         The written path and the output names in order.
@@ -145,7 +157,7 @@ def export_onnx(
     stride = max(model.heads["detect"].stride_values)
     if height % stride or width % stride:
         raise ValueError(f"image size {height}x{width} must be a multiple of the largest stride {stride}")
-    wrapper = ExportModule(model, raw=raw)
+    wrapper = ExportModule(model, raw=raw, end2end=end2end)
     device = next(model.parameters()).device
     example = torch.zeros(1, 3, height, width, device=device)
     with torch.no_grad():
@@ -158,32 +170,102 @@ def export_onnx(
         # it exports this model exactly, so its deprecation warning is noise here.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        # The end-to-end NMS runs a Python loop while traced: the traced values are replaced by ONNX's own
+        # NonMaxSuppression (its symbolic), so the tracer's warnings about them do not apply.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
+        warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")
         torch.onnx.export(
             wrapper,
             (example,),
             str(out),
             input_names=["images"],
             output_names=names,
-            dynamic_axes={"images": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+            dynamic_axes={
+                "images": {0: "batch"},
+                **{n: {0: "detections" if n in END2END_OUTPUTS else "batch"} for n in names},
+            },
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
         )
     proto = onnx.load(str(out))
-    info = {
+    nms = (
+        {
+            "end2end": {
+                "conf_thres": end2end.conf_thres,
+                "iou_thres": end2end.iou_thres,
+                "max_det": end2end.max_det,
+            }
+        }
+        if end2end is not None
+        else {}
+    )
+    write_metadata(proto, {**model_metadata(model, (height, width), names), **nms, **(metadata or {})})
+    onnx.save(proto, str(out))
+    return out, names
+
+
+#: The outputs ``end2end`` adds (one row per detection: their first axis is not the batch).
+END2END_OUTPUTS = ("detections", "detection_rows")
+
+#: ``metadata_props["format"]`` of a graph :func:`export_onnx` wrote; the ONNX backend reads no other.
+METADATA_FORMAT = "unified-onnx/1"
+
+
+def model_metadata(model: nn.Module, img_size: Sequence[int], outputs: Sequence[str]) -> dict[str, Any]:
+    """What travels in the ONNX file's ``metadata_props`` (each value JSON text).
+
+    For people and other tools: ``class_names``, ``image_label_names``, ``tasks``, ``strides``,
+    ``img_size`` ``[H, W]``, ``outputs`` (names in order). For :class:`unified.inference.onnx_backend.OnnxModel`
+    (the same post-processing as PyTorch): ``model_config``, ``dataset_info`` (identities, label kinds and
+    their options) and ``task_options`` (every task's resolved config: thresholds, embedding size ...), from
+    which it rebuilds the tasks without weights.
+    """
+    from unified.config import to_dict
+
+    return {
+        "format": METADATA_FORMAT,
         "class_names": list(model.info.class_names),
         "image_label_names": list(model.info.image_label_names),
         "tasks": list(model.task_names),
         "strides": list(model.heads["detect"].stride_values),
-        "img_size": [height, width],
-        "outputs": names,
-        **(metadata or {}),
+        "img_size": [int(img_size[0]), int(img_size[-1])],
+        "outputs": list(outputs),
+        "model_config": to_dict(model.model_cfg),
+        "dataset_info": to_dict(model.info),
+        "task_options": {name: to_dict(task.cfg) for name, task in model.tasks.items()},
+        "precision": "fp32",
     }
-    for key, value in info.items():
+
+
+def write_metadata(proto: Any, entries: dict[str, Any]) -> None:
+    """Set ``proto.metadata_props`` entries (values as JSON text), replacing those of the same key."""
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in entries]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *((k, json.dumps(v)) for k, v in entries.items())]:
         entry = proto.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
-    onnx.save(proto, str(out))
-    return out, names
+        entry.key, entry.value = key, value
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``metadata_props`` of an ONNX file, JSON values decoded (onnxruntime reads them; no onnx needed).
+
+    Raises:
+        MissingDependencyError: if ``onnxruntime`` is not installed.
+    """
+    ort = _require("onnxruntime")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    raw = session.get_modelmeta().custom_metadata_map
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def simplify_onnx(path: str | Path) -> str:
@@ -208,6 +290,7 @@ def check_onnx(
     tolerance: float = 1e-4,
     raw: bool = False,
     seed: int = 0,
+    end2end: nn.Module | None = None,
 ) -> CheckReport:
     """Run the ONNX graph in onnxruntime and PyTorch on the same random input and compare every output.
 
@@ -217,7 +300,7 @@ def check_onnx(
     ort = _require("onnxruntime")
     height, width = int(img_size[0]), int(img_size[-1])
     images = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
-    wrapper = ExportModule(model, raw=raw)
+    wrapper = ExportModule(model, raw=raw, end2end=end2end)
     device = next(model.parameters()).device
     with torch.no_grad():
         expected = wrapper.named_outputs(images.to(device))
@@ -231,9 +314,20 @@ def check_onnx(
         if tuple(onnx_value.shape) != tuple(ref.shape):
             errors[name] = float("inf")
             continue
+        if name in END2END_OUTPUTS and ref.numel():
+            # One row per detection, in the operator's order, which may order equal scores differently.
+            ref, onnx_value = _rows_sorted(ref), _rows_sorted(onnx_value)
         scale = max(1.0, ref.abs().max().item()) if ref.numel() else 1.0
         errors[name] = (onnx_value - ref).abs().max().item() / scale if ref.numel() else 0.0
     return CheckReport(errors, batch, tolerance)
+
+
+def _rows_sorted(rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` ``(K, C)`` in lexicographic order of their columns."""
+    import numpy as np
+
+    array = rows.numpy()
+    return torch.from_numpy(array[np.lexsort(array.T[::-1])])
 
 
 def postprocess_decoded(
@@ -248,10 +342,15 @@ def postprocess_decoded(
 
 
 __all__ = [
+    "END2END_OUTPUTS",
+    "METADATA_FORMAT",
     "CheckReport",
     "ExportModule",
     "check_onnx",
     "export_onnx",
+    "model_metadata",
     "postprocess_decoded",
+    "read_metadata",
     "simplify_onnx",
+    "write_metadata",
 ]
