@@ -99,26 +99,28 @@ def cache_path() -> Path:
     return root / "unified" / "precision.json"
 
 
-def measure_conv_rates(repeats: int = 6) -> ProbeRates:
-    """Time the probe convolution in fp32 and under bf16 autocast (best of ``repeats`` after a warm-up;
-    about 0.1–0.5 s on a 2-core CPU)."""
+def measure_conv_rates(repeats: int = 8) -> ProbeRates:
+    """Time the probe convolution in fp32 and under bf16 autocast, in turns (so that whatever else the
+    machine runs slows both alike), best of ``repeats`` each after a warm-up; about 0.2–0.5 s on 2 cores."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(*PROBE_SHAPE, generator=generator).to(memory_format=torch.channels_last)
     channels = PROBE_SHAPE[1]
     weight = torch.randn(channels, channels, 3, 3, generator=generator).to(memory_format=torch.channels_last)
     flops = 2.0 * PROBE_SHAPE[0] * channels * channels * 9 * PROBE_SHAPE[2] * PROBE_SHAPE[3]
 
-    def rate(dtype: torch.dtype | None) -> float:
-        best = float("inf")
-        with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            for i in range(repeats + 2):
-                start = time.perf_counter()
-                F.conv2d(x, weight, padding=1)
-                if i >= 2:  # the first calls pick and prepare oneDNN's kernels
-                    best = min(best, time.perf_counter() - start)
-        return flops / best / 1e9
+    def seconds(bf16: bool) -> float:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            start = time.perf_counter()
+            F.conv2d(x, weight, padding=1)
+            return time.perf_counter() - start
 
-    return ProbeRates(fp32=rate(None), bf16=rate(torch.bfloat16))
+    best = {False: float("inf"), True: float("inf")}
+    for i in range(repeats + 2):
+        for bf16 in (False, True):
+            elapsed = seconds(bf16)
+            if i >= 2:  # the first calls pick and prepare oneDNN's kernels
+                best[bf16] = min(best[bf16], elapsed)
+    return ProbeRates(fp32=flops / best[False] / 1e9, bf16=flops / best[True] / 1e9)
 
 
 def _read_cache(path: Path) -> dict[str, dict[str, float]]:
