@@ -167,8 +167,9 @@ def refine_only(*ops: str) -> tuple[str, ...]:
 
 
 # ----------------------------------------------------------------------------------------- studies
-#: What every study's runs share: no scores on the way (one evaluation after the last epoch).
-_COMMON = ("eval.interval=0",)
+#: What every study's runs share: no scores on the way (one evaluation after the last epoch), and fp32, so
+#: that runs spread over hosts compute alike (``auto`` picks bf16 on some CPUs and fp16 on GPUs).
+_COMMON = ("eval.interval=0", "train.precision=fp32")
 
 PAPER = Study(
     name="paper",
