@@ -39,7 +39,7 @@ from typing import Literal
 
 from unified.config import check
 from unified.data.formats import FORMATS, DatasetFormat, PartContext, SplitLocation, class_named, single_class
-from unified.data.readers import IMAGE_SUFFIXES, IdentityMap, Instance, make_record, read_lines
+from unified.data.readers import IMAGE_SUFFIXES, IdentityMap, Instance, make_record, read_lines, row_numbers
 from unified.data.records import ImageRecord
 from unified.data.summary import PartTally
 from unified.data.validate import ProblemLog, check_box, check_image, is_integer_value
@@ -253,10 +253,8 @@ def parse_rows(
         if len(fields) != columns:
             log.add("bad_row", where, f"{len(fields)} columns where the file's first row has {columns}")
             continue
-        try:
-            values = [float(v) for v in fields]
-        except ValueError:
-            log.add("bad_row", where, f"values must be numbers: {line.strip()!r}")
+        values = row_numbers(fields, line, where, log)
+        if values is None:
             continue
         world = mot15 if mot15 is not None else columns == 10
         rows.append(_row(values, fields, where, with_class=not detections and not world))

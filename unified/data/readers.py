@@ -86,6 +86,15 @@ def read_lines(path: Path, log: ProblemLog, what: str) -> list[str] | None:
         return None
 
 
+def row_numbers(fields: Sequence[str], line: str, where: str, log: ProblemLog) -> list[float] | None:
+    """A label row's fields as numbers, or None (and a ``bad_row`` problem at ``where``) when one is not."""
+    try:
+        return [float(v) for v in fields]
+    except ValueError:
+        log.add("bad_row", where, f"values must be numbers: {line.strip()!r}")
+        return None
+
+
 class Instance(NamedTuple):
     """One object row a text format read: ``xyxy`` pixel box, class index, global identity (-1: none) and
     whether it is an ignore region (a crowd, a MOTChallenge distractor, a VOC ``difficult`` object)."""
@@ -448,10 +457,8 @@ def _read_txt_labels(
             if len(fields) != columns:
                 log.add("bad_row", where, f"expected {columns} values ({layout}), found {len(fields)}")
                 continue
-            try:
-                values = [float(v) for v in fields]
-            except ValueError:
-                log.add("bad_row", where, f"values must be numbers: {line.strip()!r}")
+            values = row_numbers(fields, line, where, log)
+            if values is None:
                 continue
             cls = values[0]
             if not is_integer_value(cls) or not 0 <= cls < nc:
