@@ -31,17 +31,43 @@ class ModelEMA:
         self.decay = decay
         self.ramp = ramp
         self.updates = updates
+        self._source: nn.Module | None = None
+        self._lists: tuple[tuple[list[torch.Tensor], list[torch.Tensor]], ...] | None = None
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = self.decay * (1 - math.exp(-self.updates / self.ramp))
-        source = model.state_dict()
-        for name, value in self.ema.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(d).add_(source[name].detach(), alpha=1 - d)
-            else:
-                value.copy_(source[name])
+        if self._lists is None or model is not self._source:
+            self.refresh(model)
+        assert self._lists is not None
+        (ema_floats, model_floats), (ema_rest, model_rest) = self._lists
+        # One fused lerp over every tensor, ema += (1 - d) * (model - ema): two state_dicts and a few
+        # hundred small ops per step were 9 % of a demo training step on 2 CPU cores.
+        if ema_floats:
+            torch._foreach_lerp_(ema_floats, model_floats, 1.0 - d)
+        if ema_rest:
+            torch._foreach_copy_(ema_rest, model_rest)
+
+    def refresh(self, model: nn.Module) -> None:
+        """Pair the averaged tensors with ``model``'s again, floating point apart from the rest (integer
+        counters are copied, not averaged); a tensor shared by two modules is paired, and averaged, once.
+
+        The pairs hold the parameter objects, so a new ``.data`` (``model.to(...)``) stays followed; a
+        buffer replaced by another object is not until this is called (:class:`EMAHook` calls it every
+        epoch; walking the modules every step cost more than the average itself).
+        """
+        ema = [*self.ema.parameters(), *self.ema.buffers()]
+        live = [*model.parameters(), *model.buffers()]
+        if len(ema) != len(live):
+            raise ValueError(f"the averaged model has {len(ema)} tensors, the model {len(live)}")
+        floats = [i for i, t in enumerate(ema) if t.dtype.is_floating_point]
+        rest = [i for i, t in enumerate(ema) if not t.dtype.is_floating_point]
+        self._source = model
+        self._lists = (
+            ([ema[i] for i in floats], [live[i] for i in floats]),
+            ([ema[i] for i in rest], [live[i] for i in rest]),
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.ema.state_dict(), "updates": self.updates}
@@ -49,6 +75,7 @@ class ModelEMA:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.ema.load_state_dict(state["model"])
         self.updates = int(state["updates"])
+        self._lists = None  # paired again at the next update
 
 
 class EMAHook(Hook):
@@ -81,6 +108,10 @@ class EMAHook(Hook):
 
     def before_train(self, trainer: Trainer) -> None:
         self._ensure(trainer)
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        if self.average is not None:
+            self.average.refresh(trainer.model)
 
     def after_step(self, trainer: Trainer) -> None:
         # After an optimiser step, not every micro-batch: gradient accumulation steps every few batches.
