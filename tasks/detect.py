@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -266,6 +266,9 @@ class DetectTask(Task):
     def export_outputs(self, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``decoded`` ``(B, N, 5 + nc)``: xywh in input pixels, objectness and class scores."""
         return {"decoded": outputs[self.name]["decoded"]}
+
+    def read_export_outputs(self, named: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
+        return {"decoded": named["decoded"]}
 
     def make_evaluator(self) -> DetectionEvaluator:
         return DetectionEvaluator(self.info.class_names)

@@ -15,7 +15,7 @@ on pooled vectors the head costs almost nothing, so it can be wide.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,6 +220,9 @@ class JDCTask(Task):
     def export_outputs(self, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``jdc_scores`` ``(B, L)``: the image-label probabilities."""
         return {"jdc_scores": outputs[self.name]["scores"]}
+
+    def read_export_outputs(self, named: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
+        return {"scores": named["jdc_scores"]}
 
     def make_evaluator(self) -> ClassificationEvaluator:
         return ClassificationEvaluator(self)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,6 +329,17 @@ class JDETask(Task):
             cells = emb.permute(0, 2, 3, 1).reshape(b, 1, ny * nx, d)
             rows.append(cells.expand(b, na, ny * nx, d).reshape(b, na * ny * nx, d))
         return {"jde_embeddings": F.normalize(torch.cat(rows, dim=1), dim=-1)}
+
+    def read_export_outputs(self, named: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
+        """The maps ``(B, D, ny, nx)`` per level back from the first anchor's rows of each level."""
+        rows, head = named["jde_embeddings"], self.detect.head
+        maps, start = [], 0
+        for stride in head.stride_values:
+            ny, nx = size[0] // stride, size[1] // stride
+            cells = rows[:, start : start + ny * nx]
+            maps.append(cells.reshape(rows.shape[0], ny, nx, rows.shape[-1]).permute(0, 3, 1, 2))
+            start += int(head.na) * ny * nx
+        return {"embeddings": maps}
 
     def make_evaluator(self) -> JDEEvaluator:
         return JDEEvaluator(self)

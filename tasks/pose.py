@@ -44,7 +44,7 @@ Reading:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -772,6 +772,9 @@ class PoseTask(Task):
         """``pose_keypoints`` ``(B, N, K, 3)``: ``x, y`` in input pixels and the visibility probability of
         each keypoint, row for row with ``decoded``."""
         return {"pose_keypoints": outputs[self.name]["decoded"]}
+
+    def read_export_outputs(self, named: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
+        return {"decoded": named["pose_keypoints"]}
 
     def make_evaluator(self) -> PoseEvaluator:
         return PoseEvaluator(self)

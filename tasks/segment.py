@@ -70,7 +70,7 @@ polygon's enclosing box. No label file: an image without objects. It provides ``
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1006,6 +1006,9 @@ class SegmentTask(Task):
         ``sigmoid(coefficients @ protos)``, upsampled to the input and cropped to its box."""
         out = outputs[self.name]
         return {"segment_coefficients": out["decoded"], "segment_protos": out["protos"]}
+
+    def read_export_outputs(self, named: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
+        return {"decoded": named["segment_coefficients"], "protos": named["segment_protos"]}
 
     def make_evaluator(self) -> SegmentEvaluator:
         return SegmentEvaluator(self)

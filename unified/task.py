@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -176,6 +177,28 @@ class Task(ABC):
                 if isinstance(item, torch.Tensor):
                     found[f"{self.name}_{key}" + (f"_{level}" if item is not value else "")] = item
         return found
+
+    def read_export_outputs(self, named: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
+        """The inverse of :meth:`export_outputs`: this task's eval-output dict from the graph's named
+        outputs (every task's) for an input of ``size`` ``(H, W)``, as the ONNX backend hands it to
+        :meth:`postprocess`. Default: ``{task}_{key}`` → ``key``, ``{task}_{key}_{level}`` → ``key`` as a list
+        ordered by level; a task that overrides :meth:`export_outputs` overrides this too."""
+        prefix = f"{self.name}_"
+        single: dict[str, torch.Tensor] = {}
+        levels: dict[str, dict[int, torch.Tensor]] = {}
+        for name, value in named.items():
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix) :]
+            match = re.fullmatch(r"(.+)_(\d+)", rest)
+            if match:
+                levels.setdefault(match.group(1), {})[int(match.group(2))] = value
+            else:
+                single[rest] = value
+        out: dict[str, Any] = dict(single)
+        for key, by_level in levels.items():
+            out[key] = [by_level[i] for i in sorted(by_level)]
+        return out
 
     def label_mask(self, batch: dict[str, Any]) -> torch.Tensor:
         """Images of the batch that carry every label kind this task needs (none, for a kind the batch

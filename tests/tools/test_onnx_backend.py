@@ -17,11 +17,12 @@ from unified.data import load_dataset_yaml
 from unified.engine.evaluate import evaluate_dataset, predict
 from unified.export.onnx import METADATA_FORMAT, export_onnx, read_metadata
 from unified.model import build_model
+from unified.task import Task
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from unified.inference.onnx_backend import OnnxModel, default_reader, load_model  # noqa: E402
+from unified.inference.onnx_backend import OnnxModel, load_model  # noqa: E402
 
 FIVE = ("detect", "jdc", "jde", "segment", "pose")
 TOLERANCE = 1e-4
@@ -122,12 +123,15 @@ def test_onnx_model_says_what_it_cannot_do(tmp_path: Path, exported) -> None:
         OnnxModel(foreign)
 
 
-def test_default_reader_inverts_the_default_export_names() -> None:
+def test_default_read_export_outputs_inverts_the_default_export_names() -> None:
     class Fake:
         name = "thing"
 
     named = {"thing_maps_1": torch.ones(1), "thing_maps_0": torch.zeros(1), "thing_score": torch.ones(2)}
-    out = default_reader(Fake(), {**named, "other_x": torch.ones(1)}, (8, 8))  # type: ignore[arg-type]
+    outputs = {"thing": {"maps": [named["thing_maps_0"], named["thing_maps_1"]], "score": named["thing_score"]}}
+    exported = Task.export_outputs(Fake(), outputs)  # type: ignore[arg-type]
+    assert exported.keys() == named.keys() and all(exported[k] is named[k] for k in named)
+    out = Task.read_export_outputs(Fake(), {**named, "other_x": torch.ones(1)}, (8, 8))  # type: ignore[arg-type]
     assert set(out) == {"maps", "score"} and [float(t) for t in out["maps"]] == [0.0, 1.0]
 
 

@@ -9,17 +9,14 @@ no backend. The tasks themselves are rebuilt from the metadata the export stores
 info, every task's options) on the ``meta`` device: their heads exist for the shapes and numbers
 post-processing reads (anchors, strides, prototype stride), with no weights.
 
-What the graph outputs to what ``postprocess`` reads is one function per task (:data:`OUTPUT_READERS`,
-the inverse of that task's ``Task.export_outputs``); a task that keeps the default ``export_outputs``
-(``{task}_{key}``, ``{task}_{key}_{level}``) needs none, a plugin task with its own registers one with
-:func:`register_output_reader`.
+What the graph outputs to what ``postprocess`` reads is each task's ``Task.read_export_outputs``, the
+inverse of its ``Task.export_outputs`` (a plugin task that names its outputs its own way overrides both).
 """
 
 from __future__ import annotations
 
 import copy
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,77 +25,6 @@ import torch
 
 from unified.config import ConfigError, from_dict
 from unified.task import DatasetInfo, Task
-
-#: Reads a task's entry of the eval outputs from the graph's named outputs: ``(task, named, (H, W))``.
-OutputReader = Callable[[Task, Mapping[str, torch.Tensor], tuple[int, int]], dict[str, Any]]
-
-OUTPUT_READERS: dict[str, OutputReader] = {}
-
-
-def register_output_reader(task_name: str) -> Callable[[OutputReader], OutputReader]:
-    """Register the inverse of ``Task.export_outputs`` for the task registered as ``task_name``."""
-
-    def register(reader: OutputReader) -> OutputReader:
-        OUTPUT_READERS[task_name] = reader
-        return reader
-
-    return register
-
-
-def default_reader(task: Task, named: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
-    """The inverse of the default ``Task.export_outputs``: ``{task}_{key}`` → ``key``, and
-    ``{task}_{key}_{level}`` → ``key`` as a list ordered by level."""
-    prefix = f"{task.name}_"
-    single: dict[str, torch.Tensor] = {}
-    levels: dict[str, dict[int, torch.Tensor]] = {}
-    for name, value in named.items():
-        if not name.startswith(prefix):
-            continue
-        rest = name[len(prefix) :]
-        match = re.fullmatch(r"(.+)_(\d+)", rest)
-        if match:
-            levels.setdefault(match.group(1), {})[int(match.group(2))] = value
-        else:
-            single[rest] = value
-    out: dict[str, Any] = dict(single)
-    for key, by_level in levels.items():
-        out[key] = [by_level[i] for i in sorted(by_level)]
-    return out
-
-
-@register_output_reader("detect")
-def _detect(task: Task, named: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
-    return {"decoded": named["decoded"]}
-
-
-@register_output_reader("jdc")
-def _jdc(task: Task, named: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
-    return {"scores": named["jdc_scores"]}
-
-
-@register_output_reader("jde")
-def _jde(task: Task, named: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
-    # The export repeats each cell's embedding over the anchors (row for row with ``decoded``): the maps
-    # ``(B, D, ny, nx)`` per level come back from the first anchor's rows of each level.
-    rows = named["jde_embeddings"]
-    head = task.detect.head  # type: ignore[attr-defined]
-    maps, start = [], 0
-    for stride in head.stride_values:
-        ny, nx = size[0] // stride, size[1] // stride
-        cells = rows[:, start : start + ny * nx]
-        maps.append(cells.reshape(rows.shape[0], ny, nx, rows.shape[-1]).permute(0, 3, 1, 2))
-        start += int(head.na) * ny * nx
-    return {"embeddings": maps}
-
-
-@register_output_reader("pose")
-def _pose(task: Task, named: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
-    return {"decoded": named["pose_keypoints"]}
-
-
-@register_output_reader("segment")
-def _segment(task: Task, named: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict[str, Any]:
-    return {"decoded": named["segment_coefficients"], "protos": named["segment_protos"]}
 
 
 def is_onnx(weights: str | Path) -> bool:
@@ -199,7 +125,7 @@ class OnnxModel:
         named = self.run(images)
         size = self.img_size
         return {
-            name: OUTPUT_READERS.get(name, default_reader)(task, named, size)
+            name: task.read_export_outputs(named, size)
             for name, task in self.tasks.items()
         }
 
@@ -273,12 +199,8 @@ def load_model(weights: str | Path, device: str | torch.device = "cpu", plugins:
 
 
 __all__ = [
-    "OUTPUT_READERS",
     "OnnxModel",
-    "OutputReader",
     "check_onnx_size",
-    "default_reader",
     "is_onnx",
     "load_model",
-    "register_output_reader",
 ]
