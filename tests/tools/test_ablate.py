@@ -25,7 +25,14 @@ from unified.ablation import (
 )
 from unified.ablation.plan import JOB_CONFIG, job_overrides, parse_shard, resolve_variant, shard_jobs
 from unified.ablation.report import write_report
-from unified.ablation.runner import RESULT, STUDY_RECORD, UnseenWorld, check_study_folder, run_job
+from unified.ablation.runner import (
+    RESULT,
+    STUDY_RECORD,
+    UnseenWorld,
+    check_study_folder,
+    comparable_config,
+    run_job,
+)
 from unified.commands import COMMANDS
 from unified.commands.ablate import main
 from unified.engine.experiment import TrainConfig
@@ -299,6 +306,24 @@ def test_a_study_folder_refuses_another_budget_or_a_changed_variant(tmp_path: Pa
     with pytest.raises(StudyError, match="variant 'a' changed"):
         check_study_folder(tmp_path, changed, Budget(1, 64, 2), 1, ["a"])
     assert json.loads((tmp_path / STUDY_RECORD).read_text())["variants"] == {"a": [], "b": []}
+
+
+def test_a_study_folder_refuses_a_changed_base_experiment(tmp_path: Path) -> None:
+    """Editing the base experiment between starts changes what a variant resolves to while its overrides
+    stay the same: a resume must not mix runs of both; another device or checkout path is no change."""
+    jobs = plan_jobs(HAND, tmp_path, Budget(1, 64, 1), base="synthetic")
+    configs = {j.variant: comparable_config(j) for j in jobs}
+    check_study_folder(tmp_path, HAND, Budget(1, 64, 1), 1, ["a", "b"], configs=configs)
+    moved = [
+        dataclasses.replace(j, config=dataclasses.replace(
+            j.config, data="/elsewhere/dataset.yaml", train=dataclasses.replace(j.config.train, device="0")
+        ))
+        for j in jobs
+    ]
+    check_study_folder(tmp_path, HAND, Budget(1, 64, 1), 1, ["a"], configs={"a": comparable_config(moved[0])})
+    edited = plan_jobs(HAND, tmp_path, Budget(1, 64, 1), base="synthetic", extra=["optim.lr0=0.5"])
+    with pytest.raises(StudyError, match=r"variant 'a' resolves to another experiment .*optim.lr0: .* -> 0.5"):
+        check_study_folder(tmp_path, HAND, Budget(1, 64, 1), 1, ["a"], configs={"a": comparable_config(edited[0])})
 
 
 # ----------------------------------------------------------------------------------------- end to end

@@ -7,6 +7,7 @@ continues with ``unified train --resume``, a run killed before its first checkpo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from typing import Any
 
 from unified.ablation.plan import JOB_CONFIG, Budget, Job, StudyError
 from unified.ablation.studies import Study
-from unified.config import dump_yaml
+from unified.config import dump_yaml, to_dict
 from unified.engine.results import json_text, write_json
 
 #: A job's final results, written by the tool once its training and evaluations have ended.
@@ -113,6 +114,7 @@ def check_study_folder(
     unseen_seed: int | None,
     variants: Sequence[str],
     user_overrides: Sequence[str] = (),
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
     """Record the study's budget and variants in ``out/study.json``, or check them against a record there.
 
@@ -123,6 +125,8 @@ def check_study_folder(
         unseen_seed: The seed of the world the runs are evaluated on (None: none).
         variants: The variants run now.
         user_overrides: The ``key=value`` overrides of every variant given on the command line.
+        configs: Each variant's resolved experiment (:func:`comparable_config`): a base experiment or model
+            YAML edited since the runs were made changes them while the overrides stay the same.
 
     Raises:
         StudyError: when the folder holds runs of another study or budget, or of a variant since changed:
@@ -153,12 +157,56 @@ def check_study_folder(
                     f"variant {name!r} changed since its runs in {out / 'runs' / name} were made (its overrides "
                     f"were {old['variants'][name]}); remove that folder to run it again, or give another --out"
                 )
+        for name, config in (configs or {}).items():
+            before = old.get("configs", {}).get(name)
+            if before is not None and before != json.loads(json_text(config)):
+                raise StudyError(
+                    f"variant {name!r} resolves to another experiment than its runs in {out / 'runs' / name} "
+                    f"were made with ({_differences(before, config)}): the base experiment or model YAML "
+                    "changed; restore it, or give another --out"
+                )
         record["variants"] = dict(old.get("variants", {}))
+        record["configs"] = dict(old.get("configs", {}))
     record["variants"].update(defined)
+    if configs:
+        record.setdefault("configs", {}).update(json.loads(json_text(dict(configs))))
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json_text(record))
     os.replace(tmp, path)  # shards on a shared folder write it too: never a half-written file
+
+
+def comparable_config(job: Job) -> dict[str, Any]:
+    """What a variant's runs are made from, as :func:`check_study_folder` records it: the job's resolved
+    experiment less what may differ between its seeds and the processes that run them (seed, run folder,
+    device, workers, where the checkout and the data lie), with a model named by file as its content's
+    digest."""
+    config = to_dict(job.config)
+    for key in ("seed", "device", "workers"):
+        config["train"].pop(key, None)
+    for key in ("project", "name", "data"):
+        config.pop(key, None)
+    if isinstance(config.get("synthetic"), dict):
+        config["synthetic"].pop("out", None)
+    model = config.get("model")
+    if isinstance(model, str) and Path(model).is_file():
+        config["model"] = "sha256:" + hashlib.sha256(Path(model).read_bytes()).hexdigest()
+    return config
+
+
+def _differences(old: Any, new: Any, prefix: str = "", limit: int = 3) -> str:
+    """The first ``limit`` dotted keys whose values differ, as ``key: old -> new``."""
+    found: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{key}.{k}" if key else k)
+        elif a != b and len(found) < limit:
+            found.append(f"{key}: {json.dumps(a)} -> {json.dumps(b)}")
+
+    walk(old, json.loads(json_text(new)), prefix)
+    return "; ".join(found) or "values differ"
 
 
 @dataclass(frozen=True)
@@ -273,6 +321,7 @@ __all__ = [
     "Launcher",
     "UnseenWorld",
     "check_study_folder",
+    "comparable_config",
     "in_process_launcher",
     "prepare_unseen_world",
     "run_job",

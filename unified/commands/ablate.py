@@ -119,6 +119,7 @@ def _ablate(args: argparse.Namespace) -> int:
     from unified.ablation.report import write_report
     from unified.ablation.runner import (
         check_study_folder,
+        comparable_config,
         in_process_launcher,
         run_jobs,
         subprocess_launcher,
@@ -155,7 +156,13 @@ def _ablate(args: argparse.Namespace) -> int:
         _print_plan(mine, len(jobs), world, args.device or "")
         return 0
     check_study_folder(
-        out, study, budget, world.seed if world else None, sorted({j.variant for j in jobs}), args.overrides
+        out,
+        study,
+        budget,
+        world.seed if world else None,
+        sorted({j.variant for j in jobs}),
+        args.overrides,
+        {j.variant: comparable_config(j) for j in jobs if j.seed == 0},
     )
     launcher = in_process_launcher if args.in_process else subprocess_launcher
     outcomes = run_jobs(mine, launcher, world, args.device or "")
