@@ -11,6 +11,7 @@ import yaml
 from tests.conftest import TINY_MODEL
 from unified.anchors import BPR_GOAL, anchor_metrics, autoanchor, box_sizes, fit_anchors
 from unified.checkpoint import load_safe
+from unified.config import ConfigError, to_dict
 from unified.data.kinds.boxes import Boxes
 from unified.data.records import ImageRecord
 from unified.engine.experiment import load_experiment
@@ -65,6 +66,22 @@ def test_autoanchor_keeps_anchors_that_fit_and_replaces_those_that_do_not() -> N
     assert line.startswith("autoanchor: best possible recall") and "->" in line and str(new.anchors) in line
     assert anchor_metrics(tiny, new.anchors).bpr > anchor_metrics(tiny, COCO).bpr
     assert autoanchor("yolor-tiny", np.zeros((0, 2)))[0] is None
+
+
+def test_always_fits_anchors_whose_recall_is_fine_but_whose_fit_is_poor() -> None:
+    """COCO's anchors reach a BPR of 1.0 on boxes of 20-60 px (YOLOv5's rule keeps them); ``always`` fits
+    anchors that match those boxes closer, and keeps the model's when the fit is no better."""
+    rng = np.random.default_rng(1)
+    boxes = rng.uniform(20, 60, (300, 2))
+    new, line = autoanchor("yolor-tiny", boxes, always=True)
+    assert new is not None and "fitness" in line and str(new.anchors) in line
+    before, after = anchor_metrics(boxes, COCO), anchor_metrics(boxes, new.anchors)
+    assert after.bpr >= before.bpr == 1.0 and after.fitness > before.fitness
+    again, line = autoanchor(to_dict(new), boxes, always=True)
+    assert again is None and "no better: the model's kept" in line
+    assert load_experiment(None, ["train.autoanchor=always"]).train.autoanchor == "always"
+    with pytest.raises(ConfigError, match="train.autoanchor"):
+        load_experiment(None, ["train.autoanchor=sometimes"])
 
 
 def test_box_sizes_are_at_the_training_size_without_ignore_regions() -> None:

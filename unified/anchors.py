@@ -13,7 +13,8 @@ So the anchors decide which boxes can be learnt at all:
 * :func:`box_sizes`: the boxes' width and height in pixels at the training size (each image letterboxed
   to ``img_size`` on its long side, as the loader does; ignore regions left out);
 * :func:`autoanchor`: the model config with fitted anchors when its own reach a BPR below
-  :data:`BPR_GOAL` and the fitted ones do better, and the one line that says what happened;
+  :data:`BPR_GOAL` and the fitted ones do better (with ``always``: whatever the BPR, when the fitted ones
+  have a higher fitness and no lower BPR), and the one line that says what happened;
   :func:`anchors_for_run` applies it to a new training run (not on resume, not with ``--weights``).
 
 Everything is seeded (``numpy.random.default_rng``), so every DDP rank computes the same anchors from the
@@ -165,9 +166,13 @@ def autoanchor(
     wh: np.ndarray,
     anchor_t: float = 4.0,
     seed: int = 0,
+    always: bool = False,
 ) -> tuple[ModelConfig | None, str]:
     """The model config with anchors fitted to boxes ``wh`` when its own reach a BPR below
     :data:`BPR_GOAL` and the fitted ones do better, and one line saying what happened.
+
+    With ``always`` the anchors are fitted whatever the BPR and kept when their fitness is higher and
+    their BPR no lower (YOLOv5's rule leaves anchors alone once the BPR passes the goal).
 
     Returns:
         A copy of the config with the new ``anchors`` (None: the model's are kept) and the line to print.
@@ -178,7 +183,7 @@ def autoanchor(
         return None, "autoanchor: no boxes in the training data: the model's anchors kept"
     before = anchor_metrics(wh, own, anchor_t)
     where = f"anchor_t {anchor_t:g}, {len(wh)} boxes"
-    if before.bpr >= BPR_GOAL:
+    if before.bpr >= BPR_GOAL and not always:
         return (
             None,
             f"autoanchor: best possible recall {before.bpr:.4f} with the model's anchors ({where}): kept",
@@ -188,16 +193,17 @@ def autoanchor(
     except ValueError as exc:
         return None, f"autoanchor: best possible recall {before.bpr:.4f} ({where}); not fitted ({exc}): kept"
     after = anchor_metrics(wh, fitted, anchor_t)
-    if after.bpr <= before.bpr:
+    better = after.bpr >= before.bpr and after.fitness > before.fitness if always else after.bpr > before.bpr
+    if not better:
         return None, (
-            f"autoanchor: best possible recall {before.bpr:.4f} ({where}); fitted anchors reach "
-            f"{after.bpr:.4f}, no better: the model's kept"
+            f"autoanchor: best possible recall {before.bpr:.4f}, fitness {before.fitness:.4f} ({where}); "
+            f"fitted anchors reach {after.bpr:.4f}, {after.fitness:.4f}, no better: the model's kept"
         )
     new = dataclasses.replace(cfg, anchors=_rounded(fitted, cfg.num_levels))
     new.source, new.lines = cfg.source, dict(cfg.lines)
     return new, (
-        f"autoanchor: best possible recall {before.bpr:.4f} -> {after.bpr:.4f} ({where}); "
-        f"anchors {new.anchors}"
+        f"autoanchor: best possible recall {before.bpr:.4f} -> {after.bpr:.4f}, fitness {before.fitness:.4f} "
+        f"-> {after.fitness:.4f} ({where}); anchors {new.anchors}"
     )
 
 
@@ -224,7 +230,9 @@ def anchors_for_run(
     from unified.losses.yolo import DetectionLossConfig
 
     anchor_t = float((cfg.task_options.get("detect") or {}).get("anchor_t", DetectionLossConfig.anchor_t))
-    fitted, line = autoanchor(architecture, box_sizes(records, cfg.train.img_size), anchor_t, cfg.train.seed)
+    wh = box_sizes(records, cfg.train.img_size)
+    always = cfg.train.autoanchor == "always"
+    fitted, line = autoanchor(architecture, wh, anchor_t, cfg.train.seed, always=always)
     if log is not None:
         log(line)
     return architecture if fitted is None else to_dict(fitted)

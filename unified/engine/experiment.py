@@ -114,8 +114,10 @@ class TrainConfig:
     # Fit the anchors to the training boxes before a new run from scratch when the model's anchors reach a
     # best possible recall below 0.98 (k-means + genetic refinement, as YOLOv5/YOLOv7's check_anchors);
     # never on --resume or with --weights (their anchors are trained). The fitted anchors go into the model
-    # config every checkpoint stores. --noautoanchor sets it false.
-    autoanchor: bool = True
+    # config every checkpoint stores. --noautoanchor sets it false. "always" fits them even when the BPR is
+    # fine, and keeps them when they match the boxes better (a higher fitness, no lower BPR): COCO's
+    # anchors reach a BPR of 1.0 on most data yet fit small-object data poorly.
+    autoanchor: bool | Literal["always"] = True
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
