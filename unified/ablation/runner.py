@@ -133,6 +133,7 @@ def check_study_folder(
             their results would be mixed with the new ones.
     """
     path = out / STUDY_RECORD
+    resolved = json.loads(json_text(dict(configs or {})))  # as the record holds them: JSON values
     defined = {name: [*study.overrides, *study.variant(name).overrides, *user_overrides] for name in variants}
     record: dict[str, Any] = {
         "study": study.name,
@@ -157,9 +158,9 @@ def check_study_folder(
                     f"variant {name!r} changed since its runs in {out / 'runs' / name} were made (its overrides "
                     f"were {old['variants'][name]}); remove that folder to run it again, or give another --out"
                 )
-        for name, config in (configs or {}).items():
+        for name, config in resolved.items():
             before = old.get("configs", {}).get(name)
-            if before is not None and before != json.loads(json_text(config)):
+            if before is not None and before != config:
                 raise StudyError(
                     f"variant {name!r} resolves to another experiment than its runs in {out / 'runs' / name} "
                     f"were made with ({_differences(before, config)}): the base experiment or model YAML "
@@ -168,8 +169,8 @@ def check_study_folder(
         record["variants"] = dict(old.get("variants", {}))
         record["configs"] = dict(old.get("configs", {}))
     record["variants"].update(defined)
-    if configs:
-        record.setdefault("configs", {}).update(json.loads(json_text(dict(configs))))
+    if resolved:
+        record.setdefault("configs", {}).update(resolved)
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json_text(record))
@@ -194,7 +195,7 @@ def comparable_config(job: Job) -> dict[str, Any]:
     return config
 
 
-def _differences(old: Any, new: Any, prefix: str = "", limit: int = 3) -> str:
+def _differences(old: Any, new: Any, limit: int = 3) -> str:
     """The first ``limit`` dotted keys whose values differ, as ``key: old -> new``."""
     found: list[str] = []
 
@@ -205,7 +206,7 @@ def _differences(old: Any, new: Any, prefix: str = "", limit: int = 3) -> str:
         elif a != b and len(found) < limit:
             found.append(f"{key}: {json.dumps(a)} -> {json.dumps(b)}")
 
-    walk(old, json.loads(json_text(new)), prefix)
+    walk(old, new, "")
     return "; ".join(found) or "values differ"
 
 
